@@ -1,0 +1,1 @@
+"""One module per workflow step: ``add_arguments(parser)`` and ``run(args)``."""

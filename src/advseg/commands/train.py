@@ -1,0 +1,69 @@
+"""advseg train: train one architecture x encoder, logging every epoch to MLflow."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--arch", required=True)
+    parser.add_argument("--encoder", required=True)
+    parser.add_argument("--data", type=Path, required=True, help="prepared dataset (.npz)")
+    parser.add_argument("--settings", required=True, help="the config's training section (+ seed), as JSON")
+    parser.add_argument("--tracking", type=Path, required=True, help="file written by 'advseg tracking'")
+    parser.add_argument("--weights", type=Path, required=True, help="best epoch's weights (.safetensors)")
+    parser.add_argument("--history", type=Path, required=True, help="per-epoch metrics and run ids (.json)")
+    parser.add_argument("--resume-state", type=Path, required=True,
+                        help="last epoch's full state; kept while training so a killed job resumes")
+    parser.add_argument("--threads", type=int, default=1)
+
+
+def run(args) -> None:
+    import mlflow
+
+    from advseg import settings as settings_mod
+    from advseg.checkpoints import save_weights
+    from advseg.datasets import SliceDataset
+    from advseg.devices import claim_device, set_threads
+    from advseg.jobs import write_json
+    from advseg.models import build_model, count_parameters, model_name
+    from advseg.tracking import Tracking, mlflow_run
+    from advseg.training import TrainingSettings, set_seed, train_model
+
+    training = settings_mod.from_mapping(TrainingSettings, args.settings, "training")
+    tracking = Tracking.load(args.tracking)
+    data = SliceDataset.load(args.data)
+    set_threads(args.threads)
+    set_seed(training.seed)
+    model = build_model(args.arch, args.encoder, classes=len(data.class_names))
+    params = count_parameters(model)
+    name = model_name(args.arch, args.encoder)
+    tags = {"stage": "train", "arch": args.arch, "encoder": args.encoder, "model": name}
+    started = time.perf_counter()
+    with claim_device() as device, mlflow_run(tracking, name, tags) as run:
+        mlflow.log_params({**settings_mod.as_dict(training), "arch": args.arch, "encoder": args.encoder,
+                           "params": params, "dataset": str(args.data), "image_size": data.images.shape[-1],
+                           "n_train": int((~data.is_val).sum()), "n_val": int(data.is_val.sum()),
+                           "device": str(device)})
+
+        def on_epoch(record: dict) -> None:
+            mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+
+        result = train_model(model, data, training, device, resume_path=args.resume_state, on_epoch=on_epoch)
+        mlflow.log_metrics({"best_val_dice": result.best_dice, "best_epoch": result.best_epoch})
+        history = {"model": name, "arch": args.arch, "encoder": args.encoder, "params": params,
+                   "settings": settings_mod.as_dict(training), "best_epoch": result.best_epoch,
+                   "best_val_dice": result.best_dice, "epochs": result.history,
+                   "seconds": time.perf_counter() - started, "device": str(device),
+                   "mlflow_run_id": run.info.run_id}
+        save_weights(args.weights, model, args.arch, args.encoder, data.class_names,
+                     extra={"training": history["settings"], "best_epoch": result.best_epoch})
+        write_json(args.history, history)
+        mlflow.log_artifact(str(args.history))
+    args.resume_state.unlink(missing_ok=True)
+    log.info("%s: best val dice %.4f at epoch %d; %s", name, result.best_dice, result.best_epoch, args.weights)
+
