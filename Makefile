@@ -24,7 +24,7 @@ run: setup
 	@echo "Tables:  results/tables/attack_summary.csv, results/tables/attack_losses.md"
 	@echo "Plots:   results/plots/param_size_correlation.png, results/plots/dice_vs_eps.png, results/plots/examples/"
 	@echo "Report:  make report   (writes results/report.html)"
-	@echo "MLflow:  make mlflow-ui, then open http://127.0.0.1:5000 (runs are under 'Model training')"
+	@echo "MLflow:  make mlflow-ui   (mlflow ui --backend-store-uri sqlite:///results/mlflow.db, on 127.0.0.1:5000)"
 
 test: setup
 	pytest
@@ -38,7 +38,10 @@ lint: setup
 report: setup
 	snakemake --report results/report.html
 
+# The UI opens on its GenAI view; the runs are under "Model training", or straight at the URL printed here.
 mlflow-ui: setup
+	@test -f results/mlflow/tracking.json || { echo "no MLflow runs yet: run 'make run' first"; exit 1; }
+	@echo "Runs: http://127.0.0.1:5000/#/experiments/$$(python -c 'import json; print(json.load(open("results/mlflow/tracking.json"))["experiment_id"])')/runs"
 	mlflow ui --backend-store-uri sqlite:///results/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:

@@ -8,6 +8,7 @@ timm encoder and is checked when the model is built.
 
 from __future__ import annotations
 
+import difflib
 from importlib import resources
 
 ARCHITECTURES = (
@@ -25,7 +26,9 @@ def encoder_names() -> tuple[str, ...]:
 def check_choice(key: str, value: str, choices) -> None:
     """Raise a ValueError that names the config key and lists the valid choices."""
     if value not in choices:
-        raise ValueError(f"{key}: unknown value {value!r}; choose one of: {', '.join(sorted(choices))}")
+        close = difflib.get_close_matches(value, choices, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{key}: unknown value {value!r}{hint}; choose one of: {', '.join(sorted(choices))}")
 
 
 def check_model(key: str, arch: str, encoder: str) -> None:

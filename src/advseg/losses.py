@@ -35,10 +35,10 @@ def dice(logits: torch.Tensor, masks: torch.Tensor, eps: float = 1e-7) -> torch.
 
 
 def focal(logits: torch.Tensor, masks: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
-    """Focal loss (no alpha), averaged over pixels and summed over classes as smp does."""
+    """Focal loss (gamma 2, no alpha), averaged over pixels and classes as smp's multilabel FocalLoss."""
     log_pt = F.binary_cross_entropy_with_logits(logits, masks.to(logits.dtype), reduction="none")
     per_pixel = (1 - torch.exp(-log_pt)) ** gamma * log_pt
-    return per_pixel.flatten(2).mean(2).sum(1)
+    return per_pixel.flatten(2).mean(2).mean(1)
 
 
 def dice_focal(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

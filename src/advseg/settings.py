@@ -25,10 +25,19 @@ def from_mapping(cls: type[T], values: Mapping[str, Any] | str, section: str) ->
     converted = {}
     for name, value in values.items():
         kind = type(fields[name].default) if fields[name].default is not dataclasses.MISSING else None
-        if kind in (int, float) and isinstance(value, bool) or kind is int and not isinstance(value, int):
+        if kind is not None and not _fits(kind, value):
             raise ValueError(f"{section}.{name}: expected {kind.__name__}, got {value!r}")
         converted[name] = float(value) if kind is float else value
     return cls(**converted)
+
+
+def _fits(kind: type, value: Any) -> bool:
+    """Whether ``value`` is a ``kind``; ints count as floats, bools count as neither."""
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 def as_dict(settings) -> dict[str, Any]:

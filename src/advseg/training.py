@@ -33,9 +33,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    epochs: int = 20              # passes over the training slices
+    epochs: int = 30              # passes over the training slices
     batch_size: int = 16
-    lr: float = 3e-4              # AdamW learning rate at the start of the cosine schedule
+    lr: float = 1e-3              # AdamW learning rate at the start of the cosine schedule
     min_lr: float = 5e-6          # learning rate reached at the last epoch
     weight_decay: float = 1e-2
     loss: str = "dicefocal"       # a name from advseg.losses.LOSSES
@@ -81,6 +81,8 @@ def train_model(model: nn.Module, data: SliceDataset, settings: TrainingSettings
     loss_fn = get_loss(settings.loss)
     train_images, train_masks = (torch.from_numpy(a) for a in data.split("train"))
     val_images, val_masks = data.split("val")
+    if not val_masks.any():
+        raise ValueError("the validation slices have no labelled pixels: no epoch can be scored")
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs, eta_min=settings.min_lr)
@@ -122,10 +124,10 @@ def train_model(model: nn.Module, data: SliceDataset, settings: TrainingSettings
             result.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         log.info("epoch %d/%d  loss %.4f  val dice %.4f  (best %.4f @ %d)  %.1fs", epoch, settings.epochs,
                  record["train_loss"], record["val_dice"], result.best_dice, result.best_epoch, record["seconds"])
-        if on_epoch:
-            on_epoch(record)
         if resume_path is not None:
             _save_resume_state(resume_path, settings, model, optimizer, schedule, scaler, generator, result, epoch)
+        if on_epoch:
+            on_epoch(record)
     model.load_state_dict(result.best_state)
     return result
 
@@ -133,7 +135,9 @@ def train_model(model: nn.Module, data: SliceDataset, settings: TrainingSettings
 def _save_resume_state(path, settings, model, optimizer, schedule, scaler, generator, result, epoch) -> None:
     state = {"fingerprint": settings.fingerprint(), "epoch": epoch, "model": model.state_dict(),
              "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "scaler": scaler.state_dict(),
-             "generator": generator.get_state(), "best_state": result.best_state,
+             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),  # dropout draws from it
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+             "best_state": result.best_state,
              "best_epoch": result.best_epoch, "best_dice": result.best_dice,
              "history": json.dumps(result.history)}
     partial = path.with_suffix(".partial")
@@ -151,6 +155,9 @@ def _resume(path, settings, model, optimizer, schedule, scaler, generator, resul
     schedule.load_state_dict(state["schedule"])
     scaler.load_state_dict(state["scaler"])
     generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"]:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
     result.best_state, result.best_epoch, result.best_dice = state["best_state"], state["best_epoch"], state["best_dice"]
     result.history = json.loads(state["history"])
     log.info("%s: resuming after epoch %d", path, state["epoch"])

@@ -1,10 +1,3 @@
-def example_inputs(wildcards):
-    return {
-        loss: f"{RESULTS}/attacks/{wildcards.arch}/{wildcards.encoder}/{loss}/eps_{CORRELATION_EPS}.npz"
-        for loss in ATTACK["losses"]
-    }
-
-
 rule example_grid:
     """One model's example slice: image, truth, clean and attacked predictions, perturbation."""
     input:
@@ -31,7 +24,7 @@ rule example_grid:
 rule aggregate:
     """Comparison tables, the parameter-size correlation and Dice-vs-eps curves; one MLflow run."""
     input:
-        attacks=attack_outputs("json"),
+        attacks=attack_scores(),
         cards=model_cards(),
         grids=example_grids(),
         tracking=rules.tracking.output[0],

@@ -3,7 +3,7 @@ rule gradient:
     input:
         model=rules.checkpoint.output.model,
         card=rules.checkpoint.output.card,
-        data=prepared_data(),
+        data=PREPARED_DATA,
         tracking=rules.tracking.output[0],
     output:
         temp(f"{RESULTS}/gradients/{{arch}}/{{encoder}}/{{attack_loss}}.npz"),
@@ -29,7 +29,7 @@ rule attack:
     input:
         model=rules.checkpoint.output.model,
         card=rules.checkpoint.output.card,
-        data=prepared_data(),
+        data=PREPARED_DATA,
         gradient=rules.gradient.output[0],
         tracking=rules.tracking.output[0],
     output:

@@ -16,6 +16,7 @@ MODELS = config["models"]
 ATTACK = config["attack"]
 EPS_LABELS = [eps_label(eps) for eps in ATTACK["epsilons"]]
 CORRELATION_EPS = eps_label(correlation_eps(config))
+PREPARED_DATA = f"{RESULTS}/data/{config['data']['name']}.npz"
 
 
 wildcard_constraints:
@@ -26,25 +27,29 @@ wildcard_constraints:
 
 
 def per_model(pattern, **wildcards):
-    """``pattern`` formatted for every configured architecture x encoder."""
-    return [expand(pattern, arch=m["arch"], encoder=m["encoder"], **wildcards) for m in MODELS]
+    """``pattern`` expanded for every configured architecture x encoder (and ``wildcards``)."""
+    return [path for m in MODELS for path in expand(pattern, arch=m["arch"], encoder=m["encoder"], **wildcards)]
 
 
-def flat(nested):
-    return [path for group in nested for path in group]
+def attack_scores():
+    pattern = f"{RESULTS}/attacks/{{arch}}/{{encoder}}/{{attack_loss}}/eps_{{eps}}.json"
+    return per_model(pattern, attack_loss=ATTACK["losses"], eps=EPS_LABELS)
 
 
-def attack_outputs(extension, eps=EPS_LABELS):
-    pattern = f"{RESULTS}/attacks/{{arch}}/{{encoder}}/{{attack_loss}}/eps_{{eps}}.{extension}"
-    return flat(per_model(pattern, attack_loss=ATTACK["losses"], eps=eps))
+def example_inputs(wildcards):
+    """The example slice of each attack loss at the correlation eps, for one model."""
+    return {
+        loss: f"{RESULTS}/attacks/{wildcards.arch}/{wildcards.encoder}/{loss}/eps_{CORRELATION_EPS}.npz"
+        for loss in ATTACK["losses"]
+    }
 
 
 def example_grids():
-    return flat(per_model(f"{RESULTS}/plots/examples/{{arch}}/{{encoder}}.png"))
+    return per_model(f"{RESULTS}/plots/examples/{{arch}}/{{encoder}}.png")
 
 
 def model_cards():
-    return flat(per_model(f"{RESULTS}/checkpoints/{{arch}}/{{encoder}}/model_card.json"))
+    return per_model(f"{RESULTS}/checkpoints/{{arch}}/{{encoder}}/model_card.json")
 
 
 def final_outputs():

@@ -1,11 +1,7 @@
-def prepared_data(wildcards=None):
-    return f"{RESULTS}/data/{config['data']['name']}.npz"
-
-
 rule train:
     """Train one architecture x encoder; the best validation epoch's weights are kept."""
     input:
-        data=prepared_data(),
+        data=PREPARED_DATA,
         tracking=rules.tracking.output[0],
     output:
         weights=f"{RESULTS}/train/{{arch}}/{{encoder}}/best.safetensors",
@@ -33,7 +29,7 @@ rule checkpoint:
     input:
         weights=rules.train.output.weights,
         history=rules.train.output.history,
-        data=prepared_data(),
+        data=PREPARED_DATA,
         tracking=rules.tracking.output[0],
     output:
         model=f"{RESULTS}/checkpoints/{{arch}}/{{encoder}}/model.safetensors",

@@ -7,6 +7,7 @@ the class names. Loading it takes milliseconds, so no job re-reads raw scans.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,9 +42,11 @@ class SliceDataset:
     def save(self, path: Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as handle:  # a file object keeps np.savez from appending '.npz'
+        partial = path.with_name(path.name + ".partial")
+        with open(partial, "wb") as handle:  # a file object keeps np.savez from appending '.npz'
             np.savez(handle, images=self.images.astype(np.float32), masks=self.masks.astype(np.uint8),
                      is_val=self.is_val, groups=self.groups, class_names=np.array(self.class_names))
+        partial.replace(path)  # a killed job leaves no half-written dataset behind
 
     @classmethod
     def load(cls, path: Path) -> "SliceDataset":
@@ -54,8 +57,8 @@ class SliceDataset:
                 if missing:
                     raise ValueError(f"{path}: not a prepared dataset, missing {', '.join(missing)}")
                 arrays = {field: archive[field] for field in FIELDS}
-        except (OSError, EOFError, ValueError) as error:
-            if str(path) in str(error):
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+            if isinstance(error, ValueError) and str(path) in str(error):
                 raise
             raise ValueError(f"{path}: cannot read prepared dataset ({error})") from error
         arrays["class_names"] = tuple(str(name) for name in arrays["class_names"])

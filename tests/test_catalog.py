@@ -1,0 +1,34 @@
+"""advseg.catalog mirrors the names of the pinned segmentation-models-pytorch release."""
+
+from __future__ import annotations
+
+import pytest
+import segmentation_models_pytorch as smp
+
+from advseg import catalog
+
+
+def test_encoder_names_match_smp():
+    assert catalog.encoder_names() == tuple(sorted(smp.encoders.get_encoder_names()))
+
+
+def test_architectures_match_smp():
+    mapping = smp.MODEL_ARCHITECTURES_MAPPING
+    assert sorted(catalog.ARCHITECTURES) == sorted(cls.__name__ for cls in mapping.values())
+    assert sorted(name.lower() for name in catalog.ARCHITECTURES) == sorted(mapping)
+    for name in catalog.ARCHITECTURES:
+        assert mapping[name.lower()].__name__ == name
+    assert len(set(catalog.ARCHITECTURES)) == len(catalog.ARCHITECTURES)
+
+
+def test_check_model_accepts_known_and_timm_names():
+    catalog.check_model("models[0]", "Unet", "resnet18")
+    catalog.check_model("models[0]", "FPN", "tu-anything")  # timm names are checked when built
+
+
+def test_check_choice_names_key_and_lists_sorted_choices():
+    with pytest.raises(ValueError) as error:
+        catalog.check_choice("a.b", "z", ("y", "x"))
+    message = str(error.value)
+    assert message.startswith("a.b: unknown value 'z'") and message.endswith("choose one of: x, y")
+

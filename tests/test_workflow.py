@@ -1,0 +1,201 @@
+"""The real workflow, end to end, on a tiny config: Snakemake, torch, MLflow, matplotlib.
+
+One run is killed halfway (a training job dies after its first epoch), the rerun
+finishes the rest and resumes the training, and a third run has nothing to do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+MODELS = [("Unet", "resnet18"), ("FPN", "mobilenet_v2")]
+LOSSES, EPSILONS = ["bce", "dicefocal"], ["0.01", "0.05"]
+EXPECTED_JOBS = {"download": 1, "tracking": 1, "train": 2, "checkpoint": 2, "gradient": 4, "attack": 8,
+                 "example_grid": 2, "aggregate": 1, "all": 1}
+
+pytestmark = pytest.mark.workflow
+
+
+def workflow_copy(directory: Path) -> Path:
+    for name in ("Snakefile", "config.yaml", "workflow", "envs", "profiles"):
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, directory / name)
+    return directory
+
+
+def snakemake(directory: Path, *args: str, **popen) -> subprocess.Popen | subprocess.CompletedProcess:
+    command = [str(BIN / "snakemake"), "--cores", "2", "--configfile", str(TINY), *args]
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    if popen:
+        return subprocess.Popen(command, cwd=directory, env=env, text=True, **popen)
+    return subprocess.run(command, cwd=directory, env=env, text=True, capture_output=True, timeout=600)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table Snakemake prints before it starts."""
+    table = output.split("Job stats:")[1].split("total")[0]
+    return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+
+
+def pid_of_training(arch: str) -> int | None:
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"train" in argv and arch.encode() in argv and any(a.endswith(b"advseg") for a in argv[:2]):
+            return int(entry.name)
+    return None
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Run 1 is killed mid-training, run 2 finishes, run 3 has nothing left to do."""
+    directory = workflow_copy(tmp_path_factory.mktemp("workflow"))
+    resume_state = directory / "results/train/Unet/resnet18/resume.pt"
+    first = snakemake(directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    killed = False
+    while first.poll() is None and time.monotonic() < deadline and not killed:
+        pid = pid_of_training("Unet") if resume_state.exists() else None
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            killed = True
+        time.sleep(0.02)
+    first_output = first.communicate(timeout=300)[0]
+    assert killed, f"the training job was never seen between epochs:\n{first_output[-3000:]}"
+    second = snakemake(directory)
+    third = snakemake(directory)
+    return {"dir": directory, "first": (first.returncode, first_output), "second": second, "third": third}
+
+
+def test_killed_job_fails_the_run_and_keeps_its_resume_state(runs):
+    returncode, output = runs["first"]
+    assert returncode != 0
+    assert job_counts(output) == EXPECTED_JOBS
+    assert "Error in rule train" in output
+
+
+def test_rerun_finishes_the_rest_and_resumes_training(runs):
+    second = runs["second"]
+    assert second.returncode == 0, second.stderr[-3000:]
+    counts = job_counts(second.stderr)
+    assert "download" not in counts and "tracking" not in counts
+    assert counts["train"] >= 1 and counts["attack"] == 8
+    log = (runs["dir"] / "results/logs/train/Unet/resnet18.log").read_text()
+    assert "resuming after epoch" in log
+    assert not (runs["dir"] / "results/train/Unet/resnet18/resume.pt").exists()
+
+
+def test_rerun_after_success_does_nothing(runs):
+    third = runs["third"]
+    assert third.returncode == 0
+    assert "Nothing to be done" in third.stderr
+
+
+def test_every_output_exists(runs):
+    results = runs["dir"] / "results"
+    for arch, encoder in MODELS:
+        assert (results / f"checkpoints/{arch}/{encoder}/model.safetensors").stat().st_size > 0
+        assert (results / f"plots/examples/{arch}/{encoder}.png").stat().st_size > 0
+        for loss in LOSSES:
+            for eps in EPSILONS:
+                assert (results / f"attacks/{arch}/{encoder}/{loss}/eps_{eps}.json").exists()
+            assert not (results / f"gradients/{arch}/{encoder}/{loss}.npz").exists(), "gradients are temporary"
+    for plot in ("param_size_correlation.png", "dice_vs_eps.png"):
+        assert (results / "plots" / plot).read_bytes().startswith(b"\x89PNG")
+    for rule in EXPECTED_JOBS.keys() - {"all", "tracking", "aggregate", "download"}:
+        assert list((results / "logs" / rule).rglob("*.log")), rule
+        assert list((results / "benchmarks" / rule).rglob("*.tsv")), rule
+
+
+def test_summary_table(runs):
+    table = pd.read_csv(runs["dir"] / "results/tables/attack_summary.csv")
+    assert len(table) == len(MODELS) * len(LOSSES) * len(EPSILONS)
+    assert {"arch", "encoder", "params", "attack_loss", "eps", "clean_dice", "adv_dice", "diff"} <= set(table.columns)
+    assert set(zip(table.arch, table.encoder)) == set(MODELS)
+    assert sorted(table.eps.unique()) == [0.01, 0.05]
+    assert (table.linf <= table.eps + 1e-6).all()
+    learned = table[table.clean_dice > 0]
+    assert len(learned) >= 4, "at least one tiny model should segment something"
+    expected_diff = (learned.clean_dice - learned.adv_dice) / learned.clean_dice
+    assert ((learned["diff"] - expected_diff).abs() < 1e-9).all()
+    assert table.loc[table.clean_dice == 0, "diff"].isna().all(), "diff is undefined when nothing was found"
+    markdown = (runs["dir"] / "results/tables/attack_losses.md").read_text()
+    assert "diff (bce)" in markdown and "diff (dicefocal)" in markdown
+
+
+def test_mlflow_runs(runs):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{runs['dir'] / 'results/mlflow.db'}")
+    experiment = client.get_experiment_by_name("advseg-test")
+    all_runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    by_stage: dict[str, list] = {}
+    for run in all_runs:
+        by_stage.setdefault(run.data.tags.get("stage"), []).append(run)
+    finished_train = [r for r in by_stage["train"] if r.info.status == "FINISHED"]
+    assert len(finished_train) == 2
+    assert len(by_stage["gradient"]) == 4 and len(by_stage["attack"]) == 8 and len(by_stage["aggregate"]) == 1
+    train_ids = {r.info.run_id for r in finished_train}
+    for run in by_stage["attack"]:
+        tags = run.data.tags
+        assert {tags["arch"], tags["encoder"], tags["attack_loss"], tags["eps"]} and tags["eps"] in EPSILONS
+        assert tags["mlflow.parentRunId"] in train_ids
+        assert {"clean_dice", "adv_dice", "diff"} <= set(run.data.metrics)
+    for run in finished_train:
+        assert "clean_dice" in run.data.metrics, "checkpoint logs clean scores into the training run"
+        history = client.get_metric_history(run.info.run_id, "val_dice")
+        assert [m.step for m in history][-1] == 3
+    artifacts = {a.path for a in client.list_artifacts(by_stage["aggregate"][0].info.run_id, "plots")}
+    assert "plots/param_size_correlation.png" in artifacts
+
+
+def test_mlflow_ui_serves_the_runs(runs):
+    """What a user does to browse the runs: `mlflow ui` on the workflow's store, on loopback."""
+    import json
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([str(BIN / "mlflow"), "ui", "--backend-store-uri", "sqlite:///results/mlflow.db",
+                               "--host", "127.0.0.1", "--port", str(port)], cwd=runs["dir"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "mlflow ui did not come up"
+                time.sleep(0.5)
+        with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=advseg-test") as r:
+            experiment_id = json.load(r)["experiment"]["experiment_id"]
+        request = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", method="POST",
+                                         data=json.dumps({"experiment_ids": [experiment_id],
+                                                          "filter": "tags.stage = 'attack'",
+                                                          "max_results": 100}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request) as r:
+            assert len(json.load(r)["runs"]) == 8
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
