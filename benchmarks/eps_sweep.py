@@ -66,10 +66,10 @@ def timed(method, device, *args):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for option, default in [("--image-size", 128), ("--batch-size", 8), ("--threads", 2),
+    for option, default in [("--image-size", 96), ("--batch-size", 8), ("--threads", 2),
                             ("--repeats", 3), ("--seed", 0)]:
         parser.add_argument(option, type=int, default=default)
-    parser.add_argument("--n-images", type=int, default=64, help="0 = all slices")
+    parser.add_argument("--n-images", type=int, default=32, help="0 = all slices")
     for option, default in [("--arch", "Unet"), ("--encoder", "resnet18"), ("--loss", "bce")]:
         parser.add_argument(option, default=default)
     parser.add_argument("--epsilons", type=float, nargs="+", default=list(EPSILONS))
