@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
-from advseg.attacks import fgsm, gradient_sign
+from advseg.attacks import fgsm, gradient_sign, perturbation_size
 from advseg.losses import get_loss
 from advseg.models import build_model
 
@@ -154,3 +155,11 @@ def test_batch_pooled_loss_would_fail_the_invariance_check(model64):
     whole, _ = gradient_sign(model64, images, masks, pooled)
     alone = torch.cat([gradient_sign(model64, images[i:i + 1], masks[i:i + 1], pooled)[0] for i in range(6)])
     assert not torch.equal(alone, whole)
+
+
+def test_perturbation_size_measures_what_the_clamp_left():
+    images = np.array([[[0.0, 0.5]], [[1.0, 0.2]]])          # two 1x2 images
+    adversarial = fgsm(torch.from_numpy(images), torch.tensor([[[-1, 1]], [[1, -1]]], dtype=torch.int8), 0.1)
+    size = perturbation_size(images, adversarial.numpy())
+    assert size["linf"] == pytest.approx(0.1)
+    assert size["l2"] == pytest.approx((0.1 + 0.1) / 2)      # each image: one clamped pixel, one moved 0.1

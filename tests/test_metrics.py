@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from advseg.metrics import overlap_scores, relative_drop, summarize
+from advseg.metrics import compare_clean_and_attacked, overlap_scores, relative_drop, summarize
 
 H = W = 4
 
@@ -125,3 +125,18 @@ def test_relative_drop(clean, attacked, expected):
 @pytest.mark.parametrize("clean", [0.0, -0.1, float("nan")])
 def test_relative_drop_without_a_clean_score_is_nan(clean):
     assert math.isnan(relative_drop(clean, 0.3))
+
+
+def test_compare_clean_and_attacked_reports_the_studys_diff():
+    truth = np.zeros((2, 2, 4, 4), dtype=np.uint8)
+    truth[:, :, :2, :2] = 1                                  # 4 pixels of each class on each slice
+    clean = truth.copy()                                     # perfect before the attack
+    attacked = truth.copy()
+    attacked[:, 0, 0, :2] = 0                                # class a loses 2 of its 4 pixels
+    scores = compare_clean_and_attacked(clean, attacked, truth, ["a", "b"])
+    assert scores["clean_dice"] == 1.0
+    assert scores["adv_dice_per_class"] == {"a": pytest.approx(2 * 2 / (2 + 4)), "b": 1.0}
+    assert scores["diff_per_class"]["a"] == pytest.approx(1 - 2 * 2 / (2 + 4))
+    assert scores["diff"] == pytest.approx((1.0 - scores["adv_dice"]) / 1.0)
+    assert scores["adv_iou"] == pytest.approx((0.5 + 1.0) / 2)
+    assert scores["n_images"] == 2

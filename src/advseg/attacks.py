@@ -7,6 +7,7 @@ on eps, so a sweep over E epsilons needs one backward pass and E forward passes.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -32,3 +33,9 @@ def gradient_sign(model: nn.Module, images: torch.Tensor, masks: torch.Tensor,
 def fgsm(images: torch.Tensor, grad_sign: torch.Tensor, eps: float) -> torch.Tensor:
     """One FGSM step of size eps, kept in the valid intensity range [0, 1]."""
     return (images + eps * grad_sign.to(images.dtype)).clamp(0.0, 1.0)
+
+
+def perturbation_size(images: np.ndarray, adv_images: np.ndarray) -> dict[str, float]:
+    """The perturbation actually applied (after clamping): max |delta| and mean per-image L2 norm."""
+    delta = (adv_images - images).reshape(len(images), -1)
+    return {"linf": float(np.abs(delta).max()), "l2": float(np.linalg.norm(delta, axis=1).mean())}

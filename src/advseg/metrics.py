@@ -39,6 +39,20 @@ def summarize(predicted: np.ndarray, truth: np.ndarray, class_names: list[str]) 
     return summary
 
 
+def compare_clean_and_attacked(clean_pred: np.ndarray, adv_pred: np.ndarray, truth: np.ndarray,
+                               class_names: list[str]) -> dict:
+    """Clean and attacked Dice/IoU, overall and per class, and the study's diff of each."""
+    clean, adv = summarize(clean_pred, truth, class_names), summarize(adv_pred, truth, class_names)
+    return {
+        "clean_dice": clean["dice"], "adv_dice": adv["dice"], "diff": relative_drop(clean["dice"], adv["dice"]),
+        "clean_iou": clean["iou"], "adv_iou": adv["iou"], "diff_iou": relative_drop(clean["iou"], adv["iou"]),
+        "clean_dice_per_class": clean["dice_per_class"], "adv_dice_per_class": adv["dice_per_class"],
+        "diff_per_class": {name: relative_drop(clean["dice_per_class"][name], adv["dice_per_class"][name])
+                           for name in class_names},
+        "n_images": clean["n_images"],
+    }
+
+
 def relative_drop(clean: float, attacked: float) -> float:
     """The study's attack success: (clean - attacked) / clean."""
     return (clean - attacked) / clean if clean > 0 else float("nan")

@@ -1,1 +1,27 @@
-"""One module per workflow step: ``add_arguments(parser)`` and ``run(args)``."""
+"""One module per workflow step: ``add_arguments(parser)`` and ``run(args)``.
+
+The options several steps share are declared once here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_data_argument(parser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="prepared dataset (.npz) of 'advseg download'")
+
+
+def add_tracking_argument(parser) -> None:
+    parser.add_argument("--tracking", type=Path, required=True, help="file written by 'advseg tracking'")
+
+
+def add_model_arguments(parser) -> None:
+    parser.add_argument("--model", type=Path, required=True, help="checkpoint (.safetensors) of 'advseg checkpoint'")
+    parser.add_argument("--card", type=Path, required=True, help="model card (.json) of 'advseg checkpoint'")
+
+
+def add_compute_arguments(parser, batch_size: int | None = 32) -> None:
+    if batch_size is not None:
+        parser.add_argument("--batch-size", type=int, default=batch_size, help="slices per forward pass")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")

@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from advseg.commands import add_tracking_argument
+
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser) -> None:
+    add_tracking_argument(parser)
     parser.add_argument("--attacks", type=Path, nargs="+", required=True, help="score files of 'advseg attack'")
     parser.add_argument("--cards", type=Path, nargs="+", required=True, help="model cards of 'advseg checkpoint'")
     parser.add_argument("--grids", type=Path, nargs="*", default=[], help="example figures to log with the run")
     parser.add_argument("--correlation-eps", type=float, required=True)
-    parser.add_argument("--tracking", type=Path, required=True, help="file written by 'advseg tracking'")
     parser.add_argument("--summary-csv", type=Path, required=True)
     parser.add_argument("--markdown", type=Path, required=True)
     parser.add_argument("--correlation-plot", type=Path, required=True)

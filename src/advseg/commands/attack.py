@@ -5,26 +5,25 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from advseg.commands import add_compute_arguments, add_data_argument, add_model_arguments, add_tracking_argument
+
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", type=Path, required=True, help="checkpoint (.safetensors)")
-    parser.add_argument("--card", type=Path, required=True, help="model card (.json)")
-    parser.add_argument("--data", type=Path, required=True, help="prepared dataset (.npz)")
+    add_model_arguments(parser)
+    add_data_argument(parser)
+    add_tracking_argument(parser)
+    add_compute_arguments(parser)
     parser.add_argument("--gradient", type=Path, required=True, help="output of 'advseg gradient'")
     parser.add_argument("--method", default="fgsm")
     parser.add_argument("--eps", type=float, required=True, help="L-inf step size in [0, 1] intensity units")
-    parser.add_argument("--tracking", type=Path, required=True, help="file written by 'advseg tracking'")
     parser.add_argument("--out", type=Path, required=True, help="scores (.json)")
     parser.add_argument("--example", type=Path, required=True, help="one attacked slice for the report (.npz)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1)
 
 
 def run(args) -> None:
     import mlflow
-    import numpy as np
     import torch
 
     from advseg import attacks
@@ -34,7 +33,7 @@ def run(args) -> None:
     from advseg.devices import claim_device, set_threads
     from advseg.inference import predict_masks
     from advseg.jobs import read_json, write_json
-    from advseg.metrics import relative_drop, summarize
+    from advseg.metrics import compare_clean_and_attacked
     from advseg.tracking import Tracking, log_flat_metrics, mlflow_run
 
     check_choice("attack.method", args.method, attacks.METHODS)
@@ -52,18 +51,11 @@ def run(args) -> None:
     with claim_device() as device:
         adv_pred = predict_masks(model.to(device), adv_images, args.batch_size, device)
     class_names = list(data.class_names)
-    clean, adv = summarize(clean_pred, masks, class_names), summarize(adv_pred, masks, class_names)
-    delta = (adv_images.numpy() - images).reshape(len(images), -1)
     scores = {
         "model": card["model"], "arch": card["arch"], "encoder": card["encoder"], "params": card["params"],
         "attack": args.method, "attack_loss": attack_loss, "eps": args.eps,
-        "clean_dice": clean["dice"], "adv_dice": adv["dice"], "diff": relative_drop(clean["dice"], adv["dice"]),
-        "clean_iou": clean["iou"], "adv_iou": adv["iou"], "diff_iou": relative_drop(clean["iou"], adv["iou"]),
-        "clean_dice_per_class": clean["dice_per_class"], "adv_dice_per_class": adv["dice_per_class"],
-        "diff_per_class": {name: relative_drop(clean["dice_per_class"][name], adv["dice_per_class"][name])
-                           for name in class_names},
-        "n_images": clean["n_images"],
-        "linf": float(np.abs(delta).max()), "l2": float(np.linalg.norm(delta, axis=1).mean()),
+        **compare_clean_and_attacked(clean_pred, adv_pred, masks, class_names),
+        **attacks.perturbation_size(images, adv_images.numpy()),
     }
     write_json(args.out, scores)
     _write_example(args.example, card["model"], args.eps, class_names, images, masks, clean_pred,

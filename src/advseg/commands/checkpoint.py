@@ -5,18 +5,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from advseg.commands import add_compute_arguments, add_data_argument, add_tracking_argument
+
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser) -> None:
+    add_data_argument(parser)
+    add_tracking_argument(parser)
+    add_compute_arguments(parser)
     parser.add_argument("--weights", type=Path, required=True, help="best weights from 'advseg train'")
     parser.add_argument("--history", type=Path, required=True, help="history JSON from 'advseg train'")
-    parser.add_argument("--data", type=Path, required=True, help="prepared dataset (.npz)")
-    parser.add_argument("--tracking", type=Path, required=True, help="file written by 'advseg tracking'")
     parser.add_argument("--model-out", type=Path, required=True, help="exported weights (.safetensors)")
     parser.add_argument("--card-out", type=Path, required=True, help="model card (.json)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1)
 
 
 def run(args) -> None:

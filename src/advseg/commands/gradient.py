@@ -10,18 +10,18 @@ import logging
 import time
 from pathlib import Path
 
+from advseg.commands import add_compute_arguments, add_data_argument, add_model_arguments, add_tracking_argument
+
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", type=Path, required=True, help="checkpoint (.safetensors)")
-    parser.add_argument("--card", type=Path, required=True, help="model card (.json)")
-    parser.add_argument("--data", type=Path, required=True, help="prepared dataset (.npz)")
+    add_model_arguments(parser)
+    add_data_argument(parser)
+    add_tracking_argument(parser)
+    add_compute_arguments(parser)
     parser.add_argument("--loss", required=True, help="attack loss, a name from advseg.losses")
-    parser.add_argument("--tracking", type=Path, required=True, help="file written by 'advseg tracking'")
     parser.add_argument("--out", type=Path, required=True, help="gradient signs and clean predictions (.npz)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1)
 
 
 def run(args) -> None:

@@ -6,20 +6,22 @@ import logging
 import time
 from pathlib import Path
 
+from advseg.commands import add_compute_arguments, add_data_argument, add_tracking_argument
+
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser) -> None:
+    add_data_argument(parser)
+    add_tracking_argument(parser)
+    add_compute_arguments(parser, batch_size=None)
     parser.add_argument("--arch", required=True)
     parser.add_argument("--encoder", required=True)
-    parser.add_argument("--data", type=Path, required=True, help="prepared dataset (.npz)")
     parser.add_argument("--settings", required=True, help="the config's training section (+ seed), as JSON")
-    parser.add_argument("--tracking", type=Path, required=True, help="file written by 'advseg tracking'")
     parser.add_argument("--weights", type=Path, required=True, help="best epoch's weights (.safetensors)")
     parser.add_argument("--history", type=Path, required=True, help="per-epoch metrics and run ids (.json)")
     parser.add_argument("--resume-state", type=Path, required=True,
                         help="last epoch's full state; kept while training so a killed job resumes")
-    parser.add_argument("--threads", type=int, default=1)
 
 
 def run(args) -> None:
