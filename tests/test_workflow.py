@@ -199,3 +199,12 @@ def test_mlflow_ui_serves_the_runs(runs):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_html_report_holds_the_tables_and_plots(runs):
+    result = snakemake(runs["dir"], "--report", "report.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (runs["dir"] / "report.html").read_text(errors="replace")
+    for name in ("attack_summary.csv", "param_size_correlation.png", "dice_vs_eps.png", "attack_losses.md"):
+        assert name in html
+    assert "Trainable parameters (x) against attack success" in html, "captions are in the report"
