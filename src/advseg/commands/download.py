@@ -17,8 +17,10 @@ def add_arguments(parser) -> None:
 def run(args) -> None:
     from advseg.datasets import prepare_dataset
 
-    options = json.loads(args.settings)
-    dataset = prepare_dataset(options.pop("name"), **options)
+    settings = json.loads(args.settings)
+    name = settings["name"]
+    dataset = prepare_dataset(name, settings["image_size"], settings["folds"], settings["fold"],
+                              **settings.get(name, {}))
     dataset.save(args.out)
     log.info("%s: %d train + %d val slices of %s, classes %s", args.out, (~dataset.is_val).sum(),
              dataset.is_val.sum(), "x".join(map(str, dataset.images.shape[1:])), ", ".join(dataset.class_names))
