@@ -7,6 +7,7 @@ and the names that come from segmentation-models-pytorch. Both run before any jo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from advseg import catalog
@@ -19,6 +20,11 @@ def check_config(config: dict[str, Any]) -> None:
     data = config["data"]
     if data["fold"] >= data["folds"]:
         raise ValueError(f"data.fold: {data['fold']} must be smaller than data.folds ({data['folds']})")
+    if data["name"] == "uwmadison":
+        root = data.get("uwmadison", {}).get("root")
+        if not root or not Path(root).is_dir():
+            raise ValueError(f"data.uwmadison.root: {root!r} is not a folder; download the Kaggle competition "
+                             "data (see workflow/configs/uwmadison_study.yaml) and point root at it")
     eps = config["report"]["correlation_eps"]
     if eps is not None and eps not in config["attack"]["epsilons"]:
         raise ValueError(f"report.correlation_eps: {eps} is not one of attack.epsilons "

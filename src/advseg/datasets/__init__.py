@@ -11,7 +11,7 @@ import inspect
 
 from advseg.datasets.slices import SliceDataset
 
-DATASETS = ("mni152",)
+DATASETS = ("mni152", "uwmadison")
 
 
 def prepare_dataset(name: str, image_size: int = 64, folds: int = 10, fold: int = 0,
