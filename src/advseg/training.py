@@ -106,7 +106,8 @@ def train_model(model: nn.Module, data: SliceDataset, settings: TrainingSettings
                 images, masks = augment(images, masks, generator)
             images, masks = images.to(device), masks.to(device)
             with torch.autocast(device.type, enabled=use_amp):
-                loss = loss_fn(model(as_model_input(images)), masks).mean()
+                logits = model(as_model_input(images))
+            loss = loss_fn(logits.float(), masks).mean()  # pixel sums overflow float16 at 224x224
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
