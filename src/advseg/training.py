@@ -146,6 +146,13 @@ def _save_resume_state(path, settings, model, optimizer, schedule, scaler, gener
     partial.replace(path)  # atomic: a kill mid-write leaves the previous state intact
 
 
+def can_resume(path: Path, settings: TrainingSettings) -> bool:
+    """Whether ``path`` holds a resume state saved with these settings."""
+    if not path.exists():
+        return False
+    return torch.load(path, map_location="cpu", weights_only=True)["fingerprint"] == settings.fingerprint()
+
+
 def _resume(path, settings, model, optimizer, schedule, scaler, generator, result) -> int:
     state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain types only
     if state["fingerprint"] != settings.fingerprint():

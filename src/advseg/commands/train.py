@@ -34,7 +34,7 @@ def run(args) -> None:
     from advseg.jobs import write_json
     from advseg.models import build_model, count_parameters, model_name
     from advseg.tracking import Tracking, mlflow_run
-    from advseg.training import TrainingSettings, set_seed, train_model
+    from advseg.training import TrainingSettings, can_resume, set_seed, train_model
 
     training = settings_mod.from_mapping(TrainingSettings, args.settings, "training")
     tracking = Tracking.load(args.tracking)
@@ -44,18 +44,28 @@ def run(args) -> None:
     model = build_model(args.arch, args.encoder, classes=len(data.class_names))
     params = count_parameters(model)
     name = model_name(args.arch, args.encoder)
+    # a resumed job goes on logging into the run of the job that was killed
+    run_id_file = args.resume_state.with_name(args.resume_state.name + ".mlflow_run_id")
+    resuming = can_resume(args.resume_state, training) and run_id_file.exists()
     tags = {"stage": "train", "arch": args.arch, "encoder": args.encoder, "model": name}
     started = time.perf_counter()
-    with claim_device() as device, mlflow_run(tracking, name, tags) as run:
+    with claim_device() as device, \
+            mlflow_run(tracking, name, tags, run_id=run_id_file.read_text() if resuming else None) as run:
+        run_id_file.parent.mkdir(parents=True, exist_ok=True)
+        run_id_file.write_text(run.info.run_id)
+        mlflow.set_tag("device", str(device))
         mlflow.log_params({**settings_mod.as_dict(training), "arch": args.arch, "encoder": args.encoder,
                            "params": params, "dataset": str(args.data), "image_size": data.images.shape[-1],
-                           "n_train": int((~data.is_val).sum()), "n_val": int(data.is_val.sum()),
-                           "device": str(device)})
+                           "n_train": int((~data.is_val).sum()), "n_val": int(data.is_val.sum())})
 
         def on_epoch(record: dict) -> None:
             mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
 
         result = train_model(model, data, training, device, resume_path=args.resume_state, on_epoch=on_epoch)
+        logged = {m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_dice")}
+        for record in result.history:  # a kill between saving an epoch and logging it
+            if record["epoch"] not in logged:
+                on_epoch(record)
         mlflow.log_metrics({"best_val_dice": result.best_dice, "best_epoch": result.best_epoch})
         history = {"model": name, "arch": args.arch, "encoder": args.encoder, "params": params,
                    "settings": settings_mod.as_dict(training), "best_epoch": result.best_epoch,
@@ -67,5 +77,6 @@ def run(args) -> None:
         write_json(args.history, history)
         mlflow.log_artifact(str(args.history))
     args.resume_state.unlink(missing_ok=True)
+    run_id_file.unlink(missing_ok=True)
     log.info("%s: best val dice %.4f at epoch %d; %s", name, result.best_dice, result.best_epoch, args.weights)
 
