@@ -333,8 +333,10 @@ def test_malformed_file_name(fresh):
 
 
 def test_code_beyond_the_slice(fresh):
-    with open(fresh / "train.csv", "a") as handle:
-        handle.write("case12_day0_slice_0005,stomach,270 20\n")  # the slice has 280 pixels
+    csv_path = fresh / "train.csv"
+    lines = [line for line in csv_path.read_text().splitlines()
+             if not line.startswith("case12_day0_slice_0005,stomach,")]
+    csv_path.write_text("\n".join(lines + ["case12_day0_slice_0005,stomach,270 20"]) + "\n")  # 280 pixels
     message = prepare_error(root=fresh)
     assert "case12_day0_slice_0005" in message and "run-length code" in message
 
@@ -342,3 +344,11 @@ def test_code_beyond_the_slice(fresh):
 def test_bad_options(fixture):
     assert "data.uwmadison.rle_order" in prepare_error(root=fixture[0], rle_order="col")
     assert "data.uwmadison.exclude" in prepare_error(root=fixture[0], exclude=["case7"])
+
+
+def test_a_repeated_csv_row_is_refused(fresh):
+    csv_path = fresh / "train.csv"
+    lines = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join(lines + [lines[1]]) + "\n")
+    with pytest.raises(ValueError, match=f"{csv_path}, line {len(lines) + 1}: a second row for"):
+        uwmadison.prepare(image_size=32, folds=2, fold=0, root=fresh)

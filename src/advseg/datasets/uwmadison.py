@@ -132,9 +132,12 @@ def read_labels(path: Path) -> dict[tuple[int, int, int], list[str]]:
             if row["class"] not in CLASS_NAMES:
                 raise ValueError(f"{path}, line {line}: unknown class {row['class']!r} "
                                  f"(expected one of {', '.join(CLASS_NAMES)})")
-            codes = labels.setdefault(tuple(int(group) for group in match.groups()), [""] * len(CLASS_NAMES))
-            codes[CLASS_NAMES.index(row["class"])] = (row["segmentation"] or "").strip()
-    return labels
+            codes = labels.setdefault(tuple(int(group) for group in match.groups()), [None] * len(CLASS_NAMES))
+            column = CLASS_NAMES.index(row["class"])
+            if codes[column] is not None:
+                raise ValueError(f"{path}, line {line}: a second row for {row['id']} {row['class']}")
+            codes[column] = (row["segmentation"] or "").strip()
+    return {key: [code or "" for code in codes] for key, codes in labels.items()}
 
 
 def find_slices(root, order: str, exclude, only_labelled: bool) -> list[Slice]:
