@@ -29,13 +29,34 @@ def run_snakemake(directory: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("config, message", [
     ("models:\n  - {arch: Unet, encoder: resnet19}\n", "models[0].encoder: unknown value 'resnet19' (did you mean 'resnet18'?)"),
     ("models:\n  - {arch: UNet3D, encoder: resnet18}\n", "models[0].arch: unknown value 'UNet3D'"),
-    ("models: []\n", "[] should be non-empty"),
-    (GOOD_MODEL + "attack: {epsilons: [0.01, 1.5]}\n", "1.5 is greater than the maximum of 1"),
-    (GOOD_MODEL + "attack: {losses: [hinge]}\n", "'hinge' is not one of"),
-    (GOOD_MODEL + "training: {epochs: ten}\n", "'ten' is not of type 'integer'"),
+    ("models: []\n", "models: [] should be non-empty"),
+    (GOOD_MODEL + "attack: {epsilons: [0.01, 1.5]}\n", "attack.epsilons[1]: 1.5 is greater than the maximum of 1"),
+    (GOOD_MODEL + "attack: {epsilons: [0.01, 0.01]}\n", "attack.epsilons: [0.01, 0.01] has non-unique elements"),
+    (GOOD_MODEL + "attack: {losses: [hinge]}\n", "attack.losses[0]: 'hinge' is not one of"),
+    (GOOD_MODEL + "training: {epochs: ten}\n", "training.epochs: 'ten' is not of type 'integer'"),
     (GOOD_MODEL + "trainig: {epochs: 3}\n", "'trainig' was unexpected"),
-    (GOOD_MODEL + "data: {folds: 5, fold: 5}\n", "data.fold: 5 must be smaller than data.folds"),
+    (GOOD_MODEL + "data: {folds: 5, folds_to_run: [0, 5]}\n",
+     "data.folds_to_run: fold 5 must be smaller than data.folds (5)"),
+    (GOOD_MODEL + "seeds: []\n", "seeds: [] should be non-empty"),
     (GOOD_MODEL + "report: {correlation_eps: 0.3}\n", "report.correlation_eps: 0.3 is not one of attack.epsilons"),
+    (GOOD_MODEL + "report: {transfer_eps: 0.3}\n", "report.transfer_eps: 0.3 is not one of attack.epsilons"),
+    (GOOD_MODEL + "report: {metric: iou}\n", "report.metric: 'iou' is not one of ['dice', 'dice_study']"),
+    (GOOD_MODEL + "attack: {methods: [fgsm, pgdd]}\n", "attack.methods[1]: 'pgdd' is not one of"),
+    (GOOD_MODEL + "attack: {method: bim}\n", "attack.method: 'bim' is not one of"),
+    (GOOD_MODEL + "attack: {pgd: {steps: 0}}\n", "attack.pgd.steps: 0 is less than the minimum of 1"),
+    (GOOD_MODEL + "attack: {segpgd: {alpha: 0}}\n", "attack.segpgd.alpha: 0 is less than or equal to the minimum of 0"),
+    (GOOD_MODEL + "attack: {cospgd: {restarts: 0}}\n", "attack.cospgd.restarts: 0 is less than the minimum of 1"),
+    (GOOD_MODEL + "attack: {step: [standard, studdy]}\n", "attack.step: unknown value 'studdy' (did you mean 'study'?)"),
+    (GOOD_MODEL + "attack: {input: rgb}\n", "attack.input: unknown value 'rgb'"),
+    (GOOD_MODEL + "attack: {loss_argument_order: swapped}\n", "attack.loss_argument_order: unknown value 'swapped'"),
+    (GOOD_MODEL + "attack: {methods: [segpgd], losses: [dicefocal]}\n", "attack: no method, variant and loss combine"),
+    ("models:\n  - {arch: Unet, encoder: resnet18}\n  - {arch: Unet, encoder: resnet18, name: Unet-resnet18}\n",
+     "models[1]: 'Unet-resnet18' is configured twice"),
+    ("models:\n  - {arch: UnetPlusPlus, encoder: mit_b0}\n  - {arch: DPT, encoder: resnet18}\n",
+     "models[0]: smp cannot build UnetPlusPlus with encoder 'mit_b0'"),
+    ("models:\n  - {arch: UnetPlusPlus, encoder: mit_b0}\n  - {arch: DPT, encoder: resnet18}\n",
+     "models[1]: smp cannot build DPT with encoder 'resnet18'"),
+    ("models:\n  - {arch: Unet, encoder: tu-no_such_model}\n", "models[0]: smp cannot build Unet with encoder 'tu-no_such_model'"),
 ])
 def test_bad_config_is_refused_before_any_job(tmp_path, config, message):
     (tmp_path / "bad.yaml").write_text(config)
@@ -58,4 +79,30 @@ def test_study_config_plans_the_studys_grid(tmp_path):
     result = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "workflow/configs/uwmadison_study.yaml"),
                            str(tmp_path / "root.yaml"))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert re.search(r"^train\s+4$", result.stdout, re.M) and re.search(r"^attack\s+48$", result.stdout, re.M)
+    assert re.search(r"^train\s+4$", result.stdout, re.M) and re.search(r"^attack\s+8$", result.stdout, re.M)
+    assert "results/uwmadison/attacks/Unet-vgg13/fold_0/seed_42/fgsm/study-study-channels/dicefocal/" \
+           "eps_0.001.json" in result.stdout
+
+
+def test_other_epsilons_need_no_other_report_key(tmp_path):
+    """Keys a user does not set keep config.yaml's values; the correlation eps follows the new grid."""
+    (tmp_path / "eps.yaml").write_text("attack: {epsilons: [0.1, 0.2, 0.3]}\nreport: {correlation_eps: null}\n")
+    result = run_snakemake(tmp_path, "-n", "--configfile", "eps.yaml")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "eps_0.2.example.npz" in result.stdout and "eps_0.02" not in result.stdout
+
+
+def test_a_large_grid_plans_every_job(tmp_path):
+    """10 architectures x 10 encoders x 4 losses x 10 eps: the job counts follow the axes."""
+    archs = ["Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", "PAN",
+             "UPerNet"]
+    encoders = ["resnet18", "resnet34", "resnet50", "mobilenet_v2", "efficientnet-b0", "resnet101", "efficientnet-b1",
+                "se_resnext50_32x4d", "se_resnet50", "resnext50_32x4d"]
+    models = "".join(f"  - {{arch: {arch}, encoder: {encoder}}}\n" for arch in archs for encoder in encoders)
+    epsilons = ", ".join(f"0.0{i}" for i in range(10))
+    (tmp_path / "grid.yaml").write_text(f"models:\n{models}attack: {{methods: [fgsm], losses: [bce, dicefocal, "
+                                        f"dice, focal], epsilons: [{epsilons}]}}\nreport: {{correlation_eps: null}}\n")
+    result = run_snakemake(tmp_path, "-n", "--configfile", "grid.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M))
+    assert (counts["train"], counts["checkpoint"], counts["attack"], counts["transfer"]) == ("100", "100", "400", "100")

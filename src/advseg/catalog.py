@@ -3,13 +3,14 @@
 Snakemake validates the config when it parses the Snakefile; importing torch and smp
 there would add seconds to every start. The encoder list mirrors the pinned smp
 release (``tests/test_catalog.py`` keeps the two equal); ``tu-<name>`` selects any
-timm encoder and is checked when the model is built.
+timm encoder. Whether smp can build a pair is checked by :func:`check_buildable`.
 """
 
 from __future__ import annotations
 
 import difflib
 from importlib import resources
+from pathlib import Path
 
 ARCHITECTURES = (
     "Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet",
@@ -35,3 +36,47 @@ def check_model(key: str, arch: str, encoder: str) -> None:
     check_choice(f"{key}.arch", arch, ARCHITECTURES)
     if not encoder.startswith(TIMM_PREFIX):
         check_choice(f"{key}.encoder", encoder, encoder_names())
+
+
+def check_buildable(models: list[tuple[str, str, str]], cache: Path | None = None) -> None:
+    """Build every (key, arch, encoder) on the meta device; one ValueError lists each pair that fails.
+
+    smp refuses some pairs only when it builds them (UnetPlusPlus with a transformer
+    encoder, DPT without a timm encoder, an unknown timm name). On the meta device a
+    build allocates no memory and loads no weights, so the whole grid is checked before
+    any job, at the price of importing smp (seconds); pairs that built once are
+    remembered in ``cache`` for the installed smp version.
+    """
+    import json
+    from importlib.metadata import version
+
+    smp_version = version("segmentation-models-pytorch")
+    known: set[str] = set()
+    if cache is not None and cache.is_file():
+        try:
+            stored = json.loads(cache.read_text())
+            known = set(stored["buildable"]) if stored.get("smp") == smp_version else set()
+        except (ValueError, KeyError, TypeError):
+            known = set()
+    todo = [(key, arch, encoder) for key, arch, encoder in models if f"{arch}/{encoder}" not in known]
+    if not todo:
+        return
+    import segmentation_models_pytorch as smp
+    import torch
+
+    failures = []
+    for key, arch, encoder in todo:
+        try:
+            with torch.device("meta"):
+                smp.create_model(arch, encoder_name=encoder, encoder_weights=None, in_channels=3, classes=1)
+        except Exception as error:  # smp raises ValueError, RuntimeError, KeyError... for unbuildable pairs
+            failures.append(f"{key}: smp cannot build {arch} with encoder {encoder!r} ({str(error).splitlines()[0]})")
+        else:
+            known.add(f"{arch}/{encoder}")
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(cache.name + ".partial")
+        partial.write_text(json.dumps({"smp": smp_version, "buildable": sorted(known)}))
+        partial.replace(cache)
+    if failures:
+        raise ValueError("; ".join(failures))

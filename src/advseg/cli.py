@@ -15,8 +15,8 @@ STEPS = {
     "tracking": "create the MLflow store and experiment once, before the fan-out",
     "train": "train one architecture x encoder",
     "checkpoint": "export the best weights and a model card with clean validation scores",
-    "gradient": "compute sign(grad) of an attack loss once per model, shared by every eps",
-    "attack": "apply FGSM at one eps and score clean vs attacked predictions",
+    "attack": "attack one model with one method and loss at every eps; clean vs attacked scores",
+    "transfer": "replay other models' perturbations on one model",
     "example-grid": "draw one model's example slice under attack",
     "aggregate": "build the comparison tables and plots",
 }

@@ -1,42 +1,196 @@
-"""Checks on the workflow config that a JSON schema cannot express.
+"""The workflow config, checked and expanded into the DAG's axes.
 
 The Snakefile validates the config against ``workflow/schemas/config.schema.yaml``
 (types, ranges, defaults), then calls :func:`check_config` for the cross-field rules
-and the names that come from segmentation-models-pytorch. Both run before any job.
+and the names that come from segmentation-models-pytorch, and :func:`study_plan` for
+the axes it expands over. Both run before any job and import no torch.
 """
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from advseg import catalog
 
+METHODS = ("fgsm", "pgd", "segpgd", "cospgd")
+# Defaults of attack.<method> for the iterative methods, as in the schema's $defs.
+ITERATIVE_DEFAULTS = {"steps": 10, "alpha": 0.25, "random_start": True, "restarts": 1}
+# SegPGD and CosPGD weight element-wise BCE themselves: another attack loss changes nothing.
+BCE_ONLY_METHODS = ("segpgd", "cospgd")
+VARIANT_CHOICES = {"step": ("standard", "study"), "loss_argument_order": ("standard", "study"),
+                   "input": ("grey", "channels")}
+STANDARD_VARIANT = {"step": "standard", "loss_argument_order": "standard", "input": "grey"}
 
-def check_config(config: dict[str, Any]) -> None:
-    """Raise ValueError naming the first key that cannot work."""
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One configured model: trained by the workflow, or imported from a checkpoint."""
+    name: str
+    arch: str
+    encoder: str
+    checkpoint: str | None = None
+    encoder_weights: str | None = None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How the perturbation is made beyond the method: the study's options."""
+    step: str
+    loss_argument_order: str
+    input: str
+
+    @property
+    def label(self) -> str:
+        """'standard' for the standard attack, else step-order-input, e.g. 'study-study-channels'."""
+        if self.__dict__ == STANDARD_VARIANT:
+            return "standard"
+        return f"{self.step}-{self.loss_argument_order}-{self.input}"
+
+
+@dataclass(frozen=True)
+class AttackJob:
+    method: str
+    variant: Variant
+    attack_loss: str
+
+
+def check_config(config: dict[str, Any], build_cache: Path | None = None) -> None:
+    """Raise ValueError naming the first key that cannot work; every unbuildable model at once."""
+    names: dict[str, int] = {}
     for index, model in enumerate(config["models"]):
         catalog.check_model(f"models[{index}]", model["arch"], model["encoder"])
+        name = model_spec(model).name
+        if name in names:
+            raise ValueError(f"models[{index}]: {name!r} is configured twice (models[{names[name]}] too); "
+                             "give one of them a different 'name'")
+        names[name] = index
+        checkpoint = model.get("checkpoint")
+        if checkpoint is not None and not Path(checkpoint).is_file():
+            raise ValueError(f"models[{index}].checkpoint: {checkpoint!r} is not a file")
     data = config["data"]
-    if data["fold"] >= data["folds"]:
-        raise ValueError(f"data.fold: {data['fold']} must be smaller than data.folds ({data['folds']})")
+    for fold in data["folds_to_run"]:
+        if fold >= data["folds"]:
+            raise ValueError(f"data.folds_to_run: fold {fold} must be smaller than data.folds ({data['folds']})")
     if data["name"] == "uwmadison":
         root = data.get("uwmadison", {}).get("root")
         if not root or not Path(root).is_dir():
             raise ValueError(f"data.uwmadison.root: {root!r} is not a folder; download the Kaggle competition "
                              "data (see workflow/configs/uwmadison_study.yaml) and point root at it")
-    eps = config["report"]["correlation_eps"]
-    if eps is not None and eps not in config["attack"]["epsilons"]:
-        raise ValueError(f"report.correlation_eps: {eps} is not one of attack.epsilons "
-                         f"{config['attack']['epsilons']}")
+    attack = config["attack"]
+    labels: dict[str, float] = {}
+    for eps in attack["epsilons"]:
+        label = eps_label(eps)
+        if label in labels:
+            raise ValueError(f"attack.epsilons: {labels[label]!r} and {eps!r} are the same eps")
+        labels[label] = eps
+    for key, choices in VARIANT_CHOICES.items():
+        for value in as_list(attack[key]):
+            catalog.check_choice(f"attack.{key}", value, choices)
+    for key in ("correlation_eps", "transfer_eps"):
+        eps = config["report"].get(key)
+        if eps is not None and eps not in attack["epsilons"]:
+            raise ValueError(f"report.{key}: {eps} is not one of attack.epsilons {attack['epsilons']}")
+    if not attack_jobs(config):
+        raise ValueError("attack: no method, variant and loss combine (step 'study' needs fgsm; "
+                         "segpgd and cospgd need the bce loss)")
+    catalog.check_buildable([(f"models[{index}]", model["arch"], model["encoder"])
+                             for index, model in enumerate(config["models"])], build_cache)
+
+
+def model_spec(model: dict[str, Any]) -> ModelSpec:
+    return ModelSpec(name=model.get("name") or f"{model['arch']}-{model['encoder']}", arch=model["arch"],
+                     encoder=model["encoder"], checkpoint=model.get("checkpoint"),
+                     encoder_weights=model.get("encoder_weights"))
+
+
+def model_specs(config: dict[str, Any]) -> dict[str, ModelSpec]:
+    """Configured models by name, in config order."""
+    return {spec.name: spec for spec in map(model_spec, config["models"])}
+
+
+def replicates(config: dict[str, Any], spec: ModelSpec) -> list[tuple[int, int]]:
+    """(fold, seed) pairs a model is trained and attacked in.
+
+    An imported checkpoint is trained once, elsewhere: it is scored on every fold but
+    only under the first seed, so repeated seeds do not count it twice.
+    """
+    seeds = config["seeds"][:1] if spec.checkpoint else config["seeds"]
+    return [(fold, seed) for fold in config["data"]["folds_to_run"] for seed in seeds]
+
+
+def methods(config: dict[str, Any]) -> list[str]:
+    """attack.method (a one-method shorthand) wins over attack.methods."""
+    attack = config["attack"]
+    return [attack["method"]] if attack.get("method") else list(attack["methods"])
+
+
+def method_settings(config: dict[str, Any], method: str) -> dict[str, Any]:
+    """attack.<method> with the defaults filled in (FGSM: one step, no random start)."""
+    if method == "fgsm":
+        return {}
+    return {**ITERATIVE_DEFAULTS, **config["attack"].get(method, {})}
+
+
+def variants(config: dict[str, Any]) -> list[Variant]:
+    attack = config["attack"]
+    return [Variant(*values) for values in itertools.product(*(as_list(attack[key]) for key in VARIANT_CHOICES))]
+
+
+def attack_jobs(config: dict[str, Any]) -> list[AttackJob]:
+    """Every method x variant x attack loss that makes sense; each is one attack job per model."""
+    jobs = []
+    for method in methods(config):
+        for variant in variants(config):
+            if variant.step == "study" and method != "fgsm":
+                continue
+            for loss in config["attack"]["losses"]:
+                if method in BCE_ONLY_METHODS and loss != "bce":
+                    continue
+                jobs.append(AttackJob(method, variant, loss))
+    return jobs
 
 
 def correlation_eps(config: dict[str, Any]) -> float:
-    """The eps at which model size is compared with attack success (default: the largest)."""
+    """The eps at which model size is compared with attack success (default: the middle one).
+
+    The middle of the sorted epsilons (the lower of the two middles) is a moderate attack
+    whatever grid the user configures, so changing the grid never needs this key too.
+    """
     eps = config["report"]["correlation_eps"]
-    return max(config["attack"]["epsilons"]) if eps is None else eps
+    if eps is not None:
+        return eps
+    ordered = sorted(config["attack"]["epsilons"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def transfer_eps(config: dict[str, Any]) -> float:
+    eps = config["report"].get("transfer_eps")
+    return correlation_eps(config) if eps is None else eps
 
 
 def eps_label(eps: float) -> str:
-    """How an eps appears in file names: 0.002 -> '0.002', 1e-05 -> '1e-05'."""
-    return format(eps, "g")
+    """How an eps appears in file names: its shortest exact repr, 0.002 -> '0.002', 1e-05 -> '1e-05'."""
+    return repr(float(eps))
+
+
+def as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def schema_error(config: dict[str, Any], schema_path: Path) -> str | None:
+    """The config's most relevant schema violation as 'key.path: message', or None.
+
+    Snakemake's own message buries the key in a dump of the schema; this names it first.
+    """
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is None:
+        return None
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path).lstrip(".")
+    return f"{key or 'config'}: {error.message}"

@@ -18,12 +18,17 @@ def batch_slices(n: int, batch_size: int) -> Iterator[slice]:
 
 @torch.no_grad()
 def predict_masks(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int,
-                  device: torch.device) -> np.ndarray:
-    """Binary (N, C, H, W) predictions: sigmoid > 0.5, i.e. logit > 0."""
+                  device: torch.device, model_input: bool = False) -> np.ndarray:
+    """Binary (N, C, H, W) predictions: sigmoid > 0.5, i.e. logit > 0.
+
+    ``images`` are grey (N, H, W) slices, or with ``model_input`` the (N, 3, H, W)
+    inputs themselves (an attack on each channel leaves them unequal).
+    """
     model.eval()
-    images = torch.as_tensor(images)
     predictions = []
     for batch in batch_slices(len(images), batch_size):
-        logits = model(as_model_input(images[batch].to(device)))
+        inputs = torch.as_tensor(np.asarray(images[batch]) if isinstance(images, np.ndarray) else images[batch])
+        inputs = inputs.to(device)
+        logits = model(inputs if model_input else as_model_input(inputs))
         predictions.append((logits > 0).cpu().numpy())
     return np.concatenate(predictions).astype(np.uint8)

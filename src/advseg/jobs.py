@@ -27,6 +27,35 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(handle.name, path)
 
 
+def write_npz(path: Path, arrays: dict) -> None:
+    """Write an uncompressed .npz via a temporary file and a rename."""
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("wb", dir=path.parent, suffix=".tmp", delete=False) as handle:
+        np.savez(handle, **arrays)
+    os.replace(handle.name, path)
+
+
+def read_npz(path: Path, required: tuple[str, ...], producer: str) -> dict:
+    """All arrays of an .npz written by ``producer``; an unreadable file or a missing key names the file."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: not a readable .npz ({error}); delete it and rerun the workflow "
+                         f"to let {producer} write it again") from error
+    missing = [key for key in required if key not in arrays]
+    if missing:
+        raise ValueError(f"{path}: not written by {producer}, missing {', '.join(missing)}")
+    return arrays
+
+
 def read_json(path: Path, required: tuple[str, ...] = ()) -> dict:
     try:
         data = json.loads(Path(path).read_text())

@@ -4,17 +4,17 @@ rule example_grid:
         unpack(example_inputs),
     output:
         report(
-            f"{RESULTS}/plots/examples/{{arch}}/{{encoder}}.png",
+            f"{RESULTS}/plots/examples/{{model}}.png",
             caption="../report/example_grid.rst",
             category="Examples",
-            labels={"model": "{arch}-{encoder}"},
+            labels={"model": "{model}"},
         ),
     params:
-        examples=lambda wildcards, input: " ".join(f"--example {loss} {path}" for loss, path in input.items()),
+        examples=lambda wildcards, input: " ".join(f"--example {label} {path}" for label, path in input.items()),
     log:
-        f"{RESULTS}/logs/example_grid/{{arch}}/{{encoder}}.log",
+        f"{RESULTS}/logs/example_grid/{{model}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/example_grid/{{arch}}/{{encoder}}.tsv"
+        f"{RESULTS}/benchmarks/example_grid/{{model}}.tsv"
     conda:
         "../../envs/advseg.yaml"
     shell:
@@ -22,10 +22,12 @@ rule example_grid:
 
 
 rule aggregate:
-    """Comparison tables, the parameter-size correlation and Dice-vs-eps curves; one MLflow run."""
+    """Comparison tables with confidence intervals, paired tests, correlations, sanity checks; one MLflow run."""
     input:
-        attacks=attack_scores(),
+        attacks=attack_results("json"),
+        slices=attack_results("slices.npz"),
         cards=model_cards(),
+        transfer=transfer_results(),
         grids=example_grids(),
         tracking=rules.tracking.output[0],
     output:

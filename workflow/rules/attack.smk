@@ -1,54 +1,59 @@
-rule gradient:
-    """sign(grad) of one attack loss, computed once and shared by every eps."""
+rule attack:
+    """One model x method x variant x attack loss, every eps in one process: scores per eps and per slice."""
     input:
         model=rules.checkpoint.output.model,
         card=rules.checkpoint.output.card,
         data=PREPARED_DATA,
         tracking=rules.tracking.output[0],
     output:
-        temp(f"{RESULTS}/gradients/{{arch}}/{{encoder}}/{{attack_loss}}.npz"),
+        scores=attack_outputs("json"),
+        slices=attack_outputs("slices.npz"),
+        examples=attack_outputs("example.npz"),
+        transfer=f"{ATTACK_DIR}/transfer.npz",
     params:
+        settings=attack_settings,
+        epsilons=" ".join(EPS_LABELS),
+        transfer_eps=TRANSFER_EPS,
+        out_dir=ATTACK_DIR,
         batch_size=ATTACK["batch_size"],
     log:
-        f"{RESULTS}/logs/gradient/{{arch}}/{{encoder}}/{{attack_loss}}.log",
+        f"{RESULTS}/logs/attack/{{model}}/fold_{{fold}}/seed_{{seed}}/{{method}}/{{variant}}/{{attack_loss}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/gradient/{{arch}}/{{encoder}}/{{attack_loss}}.tsv"
+        f"{RESULTS}/benchmarks/attack/{{model}}/fold_{{fold}}/seed_{{seed}}/{{method}}/{{variant}}/{{attack_loss}}.tsv"
     threads: 1
     resources:
         gpu=1,
     conda:
         "../../envs/advseg.yaml"
     shell:
-        "advseg gradient --model {input.model} --card {input.card} --data {input.data}"
-        " --loss {wildcards.attack_loss} --tracking {input.tracking} --out {output}"
+        "advseg attack --model {input.model} --card {input.card} --data {input.data} --fold {wildcards.fold}"
+        " --loss {wildcards.attack_loss} --settings {params.settings:q} --epsilons {params.epsilons}"
+        " --transfer-eps {params.transfer_eps} --out-dir {params.out_dir} --tracking {input.tracking}"
         " --batch-size {params.batch_size} --threads {threads} 2> {log}"
 
 
-rule attack:
-    """FGSM at one eps; clean vs attacked Dice/IoU on the validation slices."""
+rule transfer:
+    """Replay every other model's perturbations (same fold and seed, transfer eps) on one target model."""
     input:
         model=rules.checkpoint.output.model,
         card=rules.checkpoint.output.card,
         data=PREPARED_DATA,
-        gradient=rules.gradient.output[0],
-        tracking=rules.tracking.output[0],
+        sources=transfer_sources,
     output:
-        scores=f"{RESULTS}/attacks/{{arch}}/{{encoder}}/{{attack_loss}}/eps_{{eps}}.json",
-        example=f"{RESULTS}/attacks/{{arch}}/{{encoder}}/{{attack_loss}}/eps_{{eps}}.npz",
+        f"{RESULTS}/transfer/{{model}}/fold_{{fold}}/seed_{{seed}}.json",
     params:
-        method=ATTACK["method"],
+        metric=config["report"]["metric"],
         batch_size=ATTACK["batch_size"],
     log:
-        f"{RESULTS}/logs/attack/{{arch}}/{{encoder}}/{{attack_loss}}/eps_{{eps}}.log",
+        f"{RESULTS}/logs/transfer/{{model}}/fold_{{fold}}/seed_{{seed}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/attack/{{arch}}/{{encoder}}/{{attack_loss}}/eps_{{eps}}.tsv"
+        f"{RESULTS}/benchmarks/transfer/{{model}}/fold_{{fold}}/seed_{{seed}}.tsv"
     threads: 1
     resources:
         gpu=1,
     conda:
         "../../envs/advseg.yaml"
     shell:
-        "advseg attack --model {input.model} --card {input.card} --data {input.data}"
-        " --gradient {input.gradient} --method {params.method} --eps {wildcards.eps}"
-        " --tracking {input.tracking} --out {output.scores} --example {output.example}"
+        "advseg transfer --model {input.model} --card {input.card} --data {input.data} --fold {wildcards.fold}"
+        " --perturbations {input.sources} --metric {params.metric} --out {output}"
         " --batch-size {params.batch_size} --threads {threads} 2> {log}"

@@ -1,55 +1,126 @@
 import json
+import re
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from advseg.config import check_config, correlation_eps, eps_label
+from advseg.config import (attack_jobs, check_config, correlation_eps, eps_label, method_settings,
+                           model_specs, replicates, schema_error, transfer_eps)
 
-validate(config, "../schemas/config.schema.yaml")
+SCHEMA = Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
 try:
-    check_config(config)
+    validate(config, SCHEMA)
+    check_config(config, build_cache=Path(".snakemake/advseg/buildable_models.json"))
+except WorkflowError:
+    raise WorkflowError(f"invalid config: {schema_error(config, SCHEMA)}") from None
 except ValueError as error:
-    raise WorkflowError(f"invalid config: {error}")
+    raise WorkflowError(f"invalid config: {error}") from None
 
-RESULTS = "results"
-MODELS = config["models"]
+RESULTS = config["results_dir"]
+MODELS = model_specs(config)
 ATTACK = config["attack"]
+ATTACK_JOBS = attack_jobs(config)
 EPS_LABELS = [eps_label(eps) for eps in ATTACK["epsilons"]]
 CORRELATION_EPS = eps_label(correlation_eps(config))
-PREPARED_DATA = f"{RESULTS}/data/{config['data']['name']}.npz"
+TRANSFER_EPS = eps_label(transfer_eps(config))
+PREPARED_DATA = f"{RESULTS}/data/{config['data']['name']}"
+TRACKING_URI = config["mlflow"]["tracking_uri"] or f"sqlite:///{RESULTS}/mlflow.db"
+
+MODEL_DIR = f"{RESULTS}/models/{{model}}/fold_{{fold}}/seed_{{seed}}"
+ATTACK_DIR = f"{RESULTS}/attacks/{{model}}/fold_{{fold}}/seed_{{seed}}/{{method}}/{{variant}}/{{attack_loss}}"
+
+
+def one_of(values):
+    return "|".join(re.escape(str(value)) for value in values)
 
 
 wildcard_constraints:
-    arch="[A-Za-z0-9]+",
-    encoder="[A-Za-z0-9_.-]+",
-    attack_loss="|".join(ATTACK["losses"]),
-    eps="|".join(label.replace(".", r"\.") for label in EPS_LABELS),
+    model=one_of(MODELS),
+    fold=one_of(config["data"]["folds_to_run"]),
+    seed=one_of(config["seeds"]),
+    method=one_of({job.method for job in ATTACK_JOBS}),
+    variant=one_of({job.variant.label for job in ATTACK_JOBS}),
+    attack_loss=one_of(ATTACK["losses"]),
+    eps=one_of(EPS_LABELS),
 
 
-def per_model(pattern, **wildcards):
-    """``pattern`` expanded for every configured architecture x encoder (and ``wildcards``)."""
-    return [path for m in MODELS for path in expand(pattern, arch=m["arch"], encoder=m["encoder"], **wildcards)]
+def per_replicate(pattern, **wildcards):
+    """``pattern`` expanded for every model x fold x seed (and ``wildcards``)."""
+    return [path for name, spec in MODELS.items() for fold, seed in replicates(config, spec)
+            for path in expand(pattern, model=name, fold=fold, seed=seed, **wildcards)]
 
 
-def attack_scores():
-    pattern = f"{RESULTS}/attacks/{{arch}}/{{encoder}}/{{attack_loss}}/eps_{{eps}}.json"
-    return per_model(pattern, attack_loss=ATTACK["losses"], eps=EPS_LABELS)
+def per_attack(pattern, **wildcards):
+    """``pattern`` expanded for every replicate x method x variant x attack loss."""
+    return [path for job in ATTACK_JOBS
+            for path in per_replicate(pattern, method=job.method, variant=job.variant.label,
+                                      attack_loss=job.attack_loss, **wildcards)]
 
 
-def example_inputs(wildcards):
-    """The example slice of each attack loss at the correlation eps, for one model."""
-    return {
-        loss: f"{RESULTS}/attacks/{wildcards.arch}/{wildcards.encoder}/{loss}/eps_{CORRELATION_EPS}.npz"
-        for loss in ATTACK["losses"]
-    }
+def attack_outputs(kind):
+    """One file of ``kind`` ('json', 'slices.npz', 'example.npz') per eps of one attack job."""
+    return expand(f"{ATTACK_DIR}/eps_{{eps}}.{kind}", eps=EPS_LABELS, allow_missing=True)
 
 
-def example_grids():
-    return per_model(f"{RESULTS}/plots/examples/{{arch}}/{{encoder}}.png")
+def attack_settings(wildcards):
+    """The method's settings and the variant, as JSON for `advseg attack --settings`."""
+    job = next(job for job in ATTACK_JOBS if (job.method, job.variant.label, job.attack_loss)
+               == (wildcards.method, wildcards.variant, wildcards.attack_loss))
+    return json.dumps({"method": job.method, **method_settings(config, job.method), **job.variant.__dict__},
+                      sort_keys=True)
+
+
+def trained_or_imported(wildcards):
+    """A trained model's best epoch, or the checkpoint the config imports."""
+    spec = MODELS[wildcards.model]
+    if spec.checkpoint:
+        return {"weights": spec.checkpoint}
+    run = f"{RESULTS}/models/{wildcards.model}/fold_{wildcards.fold}/seed_{wildcards.seed}/train"
+    return {"weights": f"{run}/best.safetensors", "history": f"{run}/history.json"}
+
+
+def transfer_sources(wildcards):
+    """The perturbations every other model of the same fold and seed made at the transfer eps."""
+    return perturbations_for(wildcards.model, int(wildcards.fold), int(wildcards.seed))
+
+
+def perturbations_for(target, fold, seed):
+    return [f"{RESULTS}/attacks/{name}/fold_{fold}/seed_{seed}/{job.method}/{job.variant.label}/"
+            f"{job.attack_loss}/transfer.npz"
+            for name, spec in MODELS.items() if name != target and (fold, seed) in replicates(config, spec)
+            for job in ATTACK_JOBS]
+
+
+def attack_results(kind):
+    """Every attack job's per-eps files of ``kind`` ('json' or 'slices.npz')."""
+    return per_attack(f"{ATTACK_DIR}/eps_{{eps}}.{kind}", eps=EPS_LABELS)
 
 
 def model_cards():
-    return per_model(f"{RESULTS}/checkpoints/{{arch}}/{{encoder}}/model_card.json")
+    return per_replicate(f"{MODEL_DIR}/model_card.json")
+
+
+def transfer_results():
+    """One transfer table per model whose fold and seed hold another model to take perturbations from."""
+    return [path for name, spec in MODELS.items() for fold, seed in replicates(config, spec)
+            if perturbations_for(name, fold, seed)
+            for path in expand(f"{RESULTS}/transfer/{{model}}/fold_{{fold}}/seed_{{seed}}.json",
+                               model=name, fold=fold, seed=seed)]
+
+
+def example_inputs(wildcards):
+    """The example slice of each method x attack loss at the correlation eps, first variant."""
+    fold, seed = replicates(config, MODELS[wildcards.model])[0]
+    variant = ATTACK_JOBS[0].variant.label
+    return {f"{job.method}/{job.attack_loss}":
+            f"{RESULTS}/attacks/{wildcards.model}/fold_{fold}/seed_{seed}/{job.method}/{variant}/"
+            f"{job.attack_loss}/eps_{CORRELATION_EPS}.example.npz"
+            for job in ATTACK_JOBS if job.variant.label == variant}
+
+
+def example_grids():
+    return expand(f"{RESULTS}/plots/examples/{{model}}.png", model=MODELS)
 
 
 def final_outputs():

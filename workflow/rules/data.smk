@@ -1,7 +1,7 @@
 rule download:
-    """Materialise the dataset as prepared slices, masks and split."""
+    """Prepare the dataset once: memory-mappable slices, masks and the split of every fold to run."""
     output:
-        f"{RESULTS}/data/{{dataset}}.npz",
+        directory(f"{RESULTS}/data/{{dataset}}"),
     params:
         settings=as_json("data"),
     log:
@@ -19,7 +19,7 @@ rule tracking:
     output:
         f"{RESULTS}/mlflow/tracking.json",
     params:
-        tracking_uri=config["mlflow"]["tracking_uri"],
+        tracking_uri=TRACKING_URI,
         experiment=config["mlflow"]["experiment"],
         artifact_dir=f"{RESULTS}/mlflow/artifacts",
     log:

@@ -1,49 +1,56 @@
 rule train:
-    """Train one architecture x encoder; the best validation epoch's weights are kept."""
+    """Train one model on one fold with one seed; the best epoch on the inner validation split is kept."""
     input:
         data=PREPARED_DATA,
         tracking=rules.tracking.output[0],
     output:
-        weights=f"{RESULTS}/train/{{arch}}/{{encoder}}/best.safetensors",
-        history=f"{RESULTS}/train/{{arch}}/{{encoder}}/history.json",
+        weights=f"{MODEL_DIR}/train/best.safetensors",
+        history=f"{MODEL_DIR}/train/history.json",
     params:
-        settings=as_json("training", seed=config["seed"]),
-        resume_state=f"{RESULTS}/train/{{arch}}/{{encoder}}/resume.pt",
+        arch=lambda wildcards: MODELS[wildcards.model].arch,
+        encoder=lambda wildcards: MODELS[wildcards.model].encoder,
+        settings=as_json("training"),
+        resume_state=f"{MODEL_DIR}/train/resume.pt",
     log:
-        f"{RESULTS}/logs/train/{{arch}}/{{encoder}}.log",
+        f"{RESULTS}/logs/train/{{model}}/fold_{{fold}}/seed_{{seed}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train/{{arch}}/{{encoder}}.tsv"
+        f"{RESULTS}/benchmarks/train/{{model}}/fold_{{fold}}/seed_{{seed}}.tsv"
     threads: 1
     resources:
         gpu=1,
     conda:
         "../../envs/advseg.yaml"
     shell:
-        "advseg train --arch {wildcards.arch} --encoder {wildcards.encoder} --data {input.data}"
-        " --settings {params.settings:q} --tracking {input.tracking} --weights {output.weights}"
-        " --history {output.history} --resume-state {params.resume_state} --threads {threads} 2> {log}"
+        "advseg train --arch {params.arch} --encoder {params.encoder} --data {input.data}"
+        " --fold {wildcards.fold} --seed {wildcards.seed} --settings {params.settings:q}"
+        " --tracking {input.tracking} --weights {output.weights} --history {output.history}"
+        " --resume-state {params.resume_state} --threads {threads} 2> {log}"
 
 
 rule checkpoint:
-    """Export the best weights (safetensors) and a model card with clean validation scores."""
+    """Export the weights (safetensors) with a model card of clean scores on the held-out fold."""
     input:
-        weights=rules.train.output.weights,
-        history=rules.train.output.history,
+        unpack(trained_or_imported),
         data=PREPARED_DATA,
         tracking=rules.tracking.output[0],
     output:
-        model=f"{RESULTS}/checkpoints/{{arch}}/{{encoder}}/model.safetensors",
-        card=f"{RESULTS}/checkpoints/{{arch}}/{{encoder}}/model_card.json",
+        model=f"{MODEL_DIR}/model.safetensors",
+        card=f"{MODEL_DIR}/model_card.json",
+    params:
+        source=lambda wildcards, input: (
+            f"--history {input.history}" if "history" in input.keys()
+            else f"--arch {MODELS[wildcards.model].arch} --encoder {MODELS[wildcards.model].encoder}"
+        ),
     log:
-        f"{RESULTS}/logs/checkpoint/{{arch}}/{{encoder}}.log",
+        f"{RESULTS}/logs/checkpoint/{{model}}/fold_{{fold}}/seed_{{seed}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/checkpoint/{{arch}}/{{encoder}}.tsv"
+        f"{RESULTS}/benchmarks/checkpoint/{{model}}/fold_{{fold}}/seed_{{seed}}.tsv"
     threads: 1
     resources:
         gpu=1,
     conda:
         "../../envs/advseg.yaml"
     shell:
-        "advseg checkpoint --weights {input.weights} --history {input.history} --data {input.data}"
-        " --tracking {input.tracking} --model-out {output.model} --card-out {output.card}"
-        " --threads {threads} 2> {log}"
+        "advseg checkpoint --name {wildcards.model} --weights {input.weights} {params.source}"
+        " --data {input.data} --fold {wildcards.fold} --seed {wildcards.seed} --tracking {input.tracking}"
+        " --model-out {output.model} --card-out {output.card} --threads {threads} 2> {log}"

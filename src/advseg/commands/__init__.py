@@ -8,8 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def add_data_argument(parser) -> None:
-    parser.add_argument("--data", type=Path, required=True, help="prepared dataset (.npz) of 'advseg download'")
+def add_data_arguments(parser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="prepared dataset folder of 'advseg download'")
+    parser.add_argument("--fold", type=int, required=True, help="the held-out fold whose slices are scored")
 
 
 def add_tracking_argument(parser) -> None:

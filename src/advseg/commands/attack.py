@@ -1,98 +1,204 @@
-"""advseg attack: FGSM at one eps from the shared gradient sign; clean vs attacked scores."""
+"""advseg attack: one model x method x variant x attack loss, every eps in one process.
+
+A job pays seconds to import torch and smp and to open the tracking store, and an eps
+costs a fraction of that: the whole eps sweep runs here, writing per eps a score file,
+per-slice scores and an example slice, and one MLflow child run per eps. The
+perturbation at the transfer eps is kept, compactly, for the other models to replay.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from advseg.commands import add_compute_arguments, add_data_argument, add_model_arguments, add_tracking_argument
+from advseg.commands import add_compute_arguments, add_data_arguments, add_model_arguments, add_tracking_argument
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser) -> None:
     add_model_arguments(parser)
-    add_data_argument(parser)
+    add_data_arguments(parser)
     add_tracking_argument(parser)
     add_compute_arguments(parser)
-    parser.add_argument("--gradient", type=Path, required=True, help="output of 'advseg gradient'")
-    parser.add_argument("--method", default="fgsm")
-    parser.add_argument("--eps", type=float, required=True, help="L-inf step size in [0, 1] intensity units")
-    parser.add_argument("--out", type=Path, required=True, help="scores (.json)")
-    parser.add_argument("--example", type=Path, required=True, help="one attacked slice for the report (.npz)")
+    parser.add_argument("--loss", required=True, help="attack loss, a name from advseg.losses")
+    parser.add_argument("--settings", required=True,
+                        help="method, its settings and the variant (step, loss_argument_order, input), as JSON")
+    parser.add_argument("--epsilons", nargs="+", required=True, help="L-inf sizes in [0, 1], as in file names")
+    parser.add_argument("--transfer-eps", required=True, help="eps whose perturbation is kept for transfer")
+    parser.add_argument("--out-dir", type=Path, required=True,
+                        help="writes eps_<eps>.json, .slices.npz, .example.npz and transfer.npz here")
 
 
 def run(args) -> None:
-    import mlflow
+    import numpy as np
     import torch
 
-    from advseg import attacks
-    from advseg.catalog import check_choice
+    from advseg import attacks, metrics
     from advseg.checkpoints import load_model
-    from advseg.datasets import SliceDataset
+    from advseg.config import Variant
+    from advseg.datasets import PreparedData
     from advseg.devices import claim_device, set_threads
     from advseg.inference import predict_masks
     from advseg.jobs import read_json, write_json
-    from advseg.metrics import compare_clean_and_attacked
-    from advseg.tracking import Tracking, log_flat_metrics, mlflow_run
+    from advseg.losses import get_loss
+    from advseg.settings import from_mapping
+    from advseg.tracking import Tracking, job_run
 
-    check_choice("attack.method", args.method, attacks.METHODS)
-    if not 0 <= args.eps <= 1:
-        raise ValueError(f"attack.epsilons: {args.eps} is outside [0, 1]")
-    card = read_json(args.card, ("arch", "encoder", "model", "params", "mlflow_run_id"))
+    settings = from_mapping(attacks.AttackSettings, args.settings, "attack")
+    settings.validate()
+    variant = Variant(settings.step, settings.loss_argument_order, settings.input)
+    method_settings = ({} if settings.method == "fgsm" else
+                       {key: getattr(settings, key) for key in ("steps", "alpha", "random_start", "restarts")})
+    get_loss(args.loss)
+    epsilons = {label: _parse_eps(label) for label in args.epsilons}
+    if args.transfer_eps not in epsilons:
+        raise ValueError(f"report.transfer_eps: {args.transfer_eps} is not one of the attacked eps {args.epsilons}")
+    card = read_json(args.card, ("arch", "encoder", "model", "params", "fold", "seed", "mlflow_run_id"))
     tracking = Tracking.load(args.tracking)
     model, _ = load_model(args.model, card["arch"], card["encoder"])
-    data = SliceDataset.load(args.data)
-    images, masks = data.split("val")
-    grad_sign, clean_pred, attack_loss = _load_gradient(args.gradient, masks.shape)
+    images, masks = PreparedData.open(args.data).val(args.fold)
+    class_names = list(card["class_names"])
     set_threads(args.threads)
 
-    adv_images = attacks.fgsm(torch.from_numpy(images), torch.from_numpy(grad_sign), args.eps)
     with claim_device() as device:
-        adv_pred = predict_masks(model.to(device), adv_images, args.batch_size, device)
-    class_names = list(data.class_names)
-    scores = {
-        "model": card["model"], "arch": card["arch"], "encoder": card["encoder"], "params": card["params"],
-        "attack": args.method, "attack_loss": attack_loss, "eps": args.eps,
-        **compare_clean_and_attacked(clean_pred, adv_pred, masks, class_names),
-        **attacks.perturbation_size(images, adv_images.numpy()),
-    }
-    write_json(args.out, scores)
-    _write_example(args.example, card["model"], args.eps, class_names, images, masks, clean_pred,
-                   adv_images.numpy(), adv_pred)
-    tags = {"stage": "attack", "arch": card["arch"], "encoder": card["encoder"], "model": card["model"],
-            "attack": args.method, "attack_loss": attack_loss, "eps": f"{args.eps:g}"}
-    with mlflow_run(tracking, f"{card['model']} {args.method} {attack_loss} eps={args.eps:g}", tags,
-                    parent_run_id=card["mlflow_run_id"]):
-        mlflow.log_params({key: scores[key] for key in ("arch", "encoder", "params", "attack", "attack_loss", "eps")})
-        log_flat_metrics("", {key: value for key, value in scores.items() if key not in ("params", "eps")})
-        mlflow.log_artifact(str(args.out))
-    log.info("%s %s eps=%g: dice %.4f -> %.4f (diff %.3f)", card["model"], attack_loss, args.eps,
-             scores["clean_dice"], scores["adv_dice"], scores["diff"])
+        model.to(device)
+        clean_pred = predict_masks(model, images, args.batch_size, device)
+        results = attacks.attack_sweep(model, torch.from_numpy(np.asarray(images)),
+                                       torch.from_numpy(np.asarray(masks)), args.loss, list(epsilons.values()),
+                                       settings, seed=card["seed"], batch_size=args.batch_size)
+        adv_preds = {eps: predict_masks(model, result.adv_inputs, args.batch_size, device, model_input=True)
+                     for eps, result in results.items()}
+    clean_scores = metrics.slice_scores(clean_pred, masks)
+    identity = {key: card[key] for key in ("model", "arch", "encoder", "params", "fold", "seed")}
+    run_tags = {"stage": "attack", "model": card["model"], "arch": card["arch"], "encoder": card["encoder"],
+                "fold": str(card["fold"]), "seed": str(card["seed"]), "attack": settings.method,
+                "attack_loss": args.loss, "variant": variant.label, **variant.__dict__}
+    example_index = int(np.asarray(masks).reshape(len(masks), -1).sum(1).argmax())
+    clean_inputs = _grey_to_channels(images)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    for label, eps in epsilons.items():
+        result, adv_pred = results[eps], adv_preds[eps]
+        adv_inputs = result.adv_inputs.numpy()
+        adv_scores = metrics.slice_scores(adv_pred, masks)
+        scores = {**identity, "attack": settings.method, "attack_loss": args.loss, **variant.__dict__,
+                  "variant": variant.label, "eps": eps, "method_settings": method_settings,
+                  **_compare(clean_scores, adv_scores, class_names),
+                  **_perturbation_size(clean_inputs, adv_inputs), "loss_history": list(result.loss_history)}
+        _write_slices(args.out_dir / f"eps_{label}.slices.npz", class_names, clean_scores, adv_scores)
+        _write_example(args.out_dir / f"eps_{label}.example.npz", card["model"], eps, class_names, example_index,
+                       images, masks, clean_pred, adv_inputs, adv_pred)
+        write_json(args.out_dir / f"eps_{label}.json", scores)
+        with job_run(tracking, f"{card['model']} {settings.method} {variant.label} {args.loss} eps={label}",
+                     {**run_tags, "eps": label}, parent_run_id=card["mlflow_run_id"]) as run:
+            run.log_params({**identity, **variant.__dict__, "attack": settings.method, "attack_loss": args.loss,
+                            "eps": eps, **method_settings})
+            run.log_flat_metrics("", {key: value for key, value in scores.items()
+                                      if key not in ("params", "eps", "fold", "seed", "loss_history")})
+            for step, value in enumerate(result.loss_history, start=1):
+                run.log_metrics({"attack_objective": value}, step=step)
+            run.log_artifact(args.out_dir / f"eps_{label}.json")
+        log.info("%s %s %s %s eps=%s: dice %.4f -> %.4f (diff %.3f)", card["model"], settings.method,
+                 variant.label, args.loss, label, scores["clean_dice"], scores["adv_dice"], scores["diff"])
+    transfer_eps = epsilons[args.transfer_eps]
+    _write_transfer(args.out_dir / "transfer.npz", identity, settings, variant, args.loss, transfer_eps,
+                    clean_inputs, results[transfer_eps].adv_inputs.numpy())
 
 
-def _load_gradient(path: Path, mask_shape: tuple[int, ...]):
+def _parse_eps(label: str) -> float:
+    try:
+        eps = float(label)
+    except ValueError:
+        raise ValueError(f"attack.epsilons: {label!r} is not a number") from None
+    if not 0 <= eps <= 1:
+        raise ValueError(f"attack.epsilons: {label} is outside [0, 1]")
+    return eps
+
+
+def _grey_to_channels(images):
     import numpy as np
 
-    with np.load(path, allow_pickle=False) as archive:
-        missing = [key for key in ("grad_sign", "clean_pred", "attack_loss") if key not in archive.files]
-        if missing:
-            raise ValueError(f"{path}: not written by 'advseg gradient', missing {', '.join(missing)}")
-        grad_sign, clean_pred, loss = archive["grad_sign"], archive["clean_pred"], str(archive["attack_loss"])
-    if clean_pred.shape != mask_shape or grad_sign.shape != (mask_shape[0], *mask_shape[2:]):
-        raise ValueError(f"{path}: shapes {grad_sign.shape}/{clean_pred.shape} do not match the validation "
-                         f"set {mask_shape}; was it made from another dataset?")
-    return grad_sign, clean_pred, loss
+    from advseg.models import IN_CHANNELS
+
+    return np.repeat(np.asarray(images, dtype=np.float32)[:, None], IN_CHANNELS, axis=1)
 
 
-def _write_example(path: Path, model: str, eps: float, class_names, images, masks, clean_pred, adv_images,
-                   adv_pred) -> None:
+def _compare(clean: dict, adv: dict, class_names: list[str]) -> dict:
+    """Clean and attacked scores under both Dice protocols, IoU, HD95 and NSD, and each diff."""
+    from advseg.metrics import relative_drop, summarize_slice_scores
+
+    clean_summary = summarize_slice_scores(clean, class_names)
+    adv_summary = summarize_slice_scores(adv, class_names)
+    compared = {}
+    for metric in ("dice", "dice_study", "iou", "hd95", "nsd"):
+        compared[f"clean_{metric}"] = clean_summary[metric]
+        compared[f"adv_{metric}"] = adv_summary[metric]
+    compared["diff"] = relative_drop(clean_summary["dice"], adv_summary["dice"])
+    compared["diff_dice_study"] = relative_drop(clean_summary["dice_study"], adv_summary["dice_study"])
+    compared["diff_iou"] = relative_drop(clean_summary["iou"], adv_summary["iou"])
+    for metric in ("dice", "hd95"):
+        compared[f"clean_{metric}_per_class"] = clean_summary[f"{metric}_per_class"]
+        compared[f"adv_{metric}_per_class"] = adv_summary[f"{metric}_per_class"]
+    compared["diff_per_class"] = {name: relative_drop(clean_summary["dice_per_class"][name],
+                                                      adv_summary["dice_per_class"][name]) for name in class_names}
+    compared["n_images"] = clean_summary["n_images"]
+    compared["n_images_study"] = clean_summary["n_images_study"]
+    return compared
+
+
+def _perturbation_size(inputs, adv_inputs) -> dict[str, float]:
+    """The perturbation actually applied (after clamping): max |delta| and mean per-image L2 norm."""
+    import numpy as np
+
+    delta = (adv_inputs - inputs).reshape(len(inputs), -1)
+    return {"linf": float(np.abs(delta).max()), "l2": float(np.linalg.norm(delta, axis=1).mean())}
+
+
+def _write_slices(path: Path, class_names, clean: dict, adv: dict) -> None:
+    import numpy as np
+
+    from advseg.jobs import write_npz
+
+    arrays = {"class_names": np.array(class_names), "has_organ": clean["has_organ"]}
+    for metric in ("dice", "iou", "hd95", "nsd", "dice_study"):
+        arrays[f"clean_{metric}"], arrays[f"adv_{metric}"] = clean[metric], adv[metric]
+    write_npz(path, arrays)
+
+
+def _write_example(path: Path, model: str, eps: float, class_names, index: int, images, masks, clean_pred,
+                   adv_inputs, adv_pred) -> None:
     """The validation slice with the most labelled tissue, before and after the attack."""
     import numpy as np
 
-    index = int(masks.reshape(len(masks), -1).sum(1).argmax())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as handle:
-        np.savez(handle, image=images[index], truth=masks[index], clean_pred=clean_pred[index],
-                 adv_image=adv_images[index], adv_pred=adv_pred[index], class_names=np.array(class_names),
-                 eps=np.float64(eps), model=np.array(model), index=np.int64(index))
+    from advseg.jobs import write_npz
+
+    write_npz(path, {"image": np.asarray(images[index]), "truth": np.asarray(masks[index]),
+                     "clean_pred": clean_pred[index], "adv_image": adv_inputs[index].mean(0),
+                     "adv_pred": adv_pred[index], "class_names": np.array(class_names), "eps": np.float64(eps),
+                     "model": np.array(model), "index": np.int64(index)})
+
+
+def _write_transfer(path: Path, identity: dict, settings, variant, loss: str, eps: float, inputs,
+                    adv_inputs) -> None:
+    """The perturbation at the transfer eps: int8 signs for standard FGSM, else float16 deltas.
+
+    Replaying ``clamp(x + delta)`` on the same slices reproduces the attacked input: for
+    standard FGSM ``clamp(x + eps * sign(delta))`` is exact even where the step was clamped.
+    Grey perturbations are stored once, not per input channel.
+    """
+    import numpy as np
+
+    from advseg.jobs import write_npz
+
+    delta = adv_inputs - inputs
+    if settings.input == "grey":
+        delta = delta[:, 0]
+    if settings.method == "fgsm" and settings.step == "standard":
+        stored, scale = np.sign(delta).astype(np.int8), eps
+    else:
+        stored, scale = delta.astype(np.float16), 1.0
+    write_npz(path, {"delta": stored, "scale": np.float64(scale), "input": np.array(settings.input),
+                     "source": np.array(identity["model"]), "fold": np.int64(identity["fold"]),
+                     "seed": np.int64(identity["seed"]), "attack": np.array(settings.method),
+                     "attack_loss": np.array(loss), "variant": np.array(variant.label),
+                     "eps": np.float64(eps)})

@@ -1,59 +1,85 @@
-"""advseg checkpoint: export the best weights with a model card of clean validation scores."""
+"""advseg checkpoint: the weights to attack, with a model card of clean held-out scores.
+
+A trained model's best epoch comes with its training history; a model trained
+elsewhere comes as a state_dict (torch.save or safetensors) and gets an MLflow run of
+its own, so its attacks nest under it like those of a trained model.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from advseg.commands import add_compute_arguments, add_data_argument, add_tracking_argument
+from advseg.commands import add_compute_arguments, add_data_arguments, add_tracking_argument
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser) -> None:
-    add_data_argument(parser)
+    add_data_arguments(parser)
     add_tracking_argument(parser)
     add_compute_arguments(parser)
-    parser.add_argument("--weights", type=Path, required=True, help="best weights from 'advseg train'")
-    parser.add_argument("--history", type=Path, required=True, help="history JSON from 'advseg train'")
+    parser.add_argument("--name", required=True, help="the model's name in paths and tables")
+    parser.add_argument("--seed", type=int, required=True, help="training seed (the replicate's label)")
+    parser.add_argument("--weights", type=Path, required=True,
+                        help="best weights of 'advseg train', or a state_dict trained elsewhere")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--history", type=Path, help="history JSON of 'advseg train'")
+    source.add_argument("--arch", help="architecture of an imported state_dict (with --encoder)")
+    parser.add_argument("--encoder", help="encoder of an imported state_dict")
     parser.add_argument("--model-out", type=Path, required=True, help="exported weights (.safetensors)")
     parser.add_argument("--card-out", type=Path, required=True, help="model card (.json)")
 
 
 def run(args) -> None:
-    import mlflow
-
     from advseg.checkpoints import load_model, save_weights
-    from advseg.datasets import SliceDataset
+    from advseg.datasets import PreparedData
     from advseg.devices import claim_device, set_threads
     from advseg.inference import predict_masks
     from advseg.jobs import read_json, write_json
     from advseg.metrics import summarize
-    from advseg.models import count_parameters, model_name
-    from advseg.tracking import Tracking, log_flat_metrics, mlflow_run
+    from advseg.models import count_parameters
+    from advseg.tracking import Tracking, job_run
 
-    history = read_json(args.history, ("arch", "encoder", "mlflow_run_id", "best_epoch", "settings"))
     tracking = Tracking.load(args.tracking)
-    model, _ = load_model(args.weights, history["arch"], history["encoder"])
-    data = SliceDataset.load(args.data)
+    data = PreparedData.open(args.data)
+    class_names = list(data.class_names)
+    if args.history:
+        history = read_json(args.history, ("arch", "encoder", "mlflow_run_id", "best_epoch", "settings"))
+        arch, encoder = history["arch"], history["encoder"]
+        model, _ = load_model(args.weights, arch, encoder)
+        provenance = {"source": "trained", "best_epoch": history["best_epoch"],
+                      "epochs": history["settings"]["epochs"], "training_loss": history["settings"]["loss"]}
+    else:
+        if not args.encoder:
+            raise ValueError("advseg checkpoint: --arch needs --encoder")
+        from advseg.checkpoints import load_external_state_dict
+
+        arch, encoder = args.arch, args.encoder
+        model = load_external_state_dict(args.weights, arch, encoder, classes=len(class_names))
+        history = None
+        provenance = {"source": "imported", "imported_from": str(args.weights)}
+    images, masks = data.val(args.fold)
     set_threads(args.threads)
-    val_images, val_masks = data.split("val")
     with claim_device() as device:
-        scores = summarize(predict_masks(model.to(device), val_images, args.batch_size, device), val_masks,
-                           list(data.class_names))
-    name = model_name(history["arch"], history["encoder"])
-    card = {"model": name, "arch": history["arch"], "encoder": history["encoder"],
-            "params": count_parameters(model), "dataset": str(args.data), "class_names": list(data.class_names),
-            "image_size": int(data.images.shape[-1]),
-            **{f"clean_{key}": value for key, value in scores.items() if key != "n_images"},
-            "n_images": scores["n_images"], "best_epoch": history["best_epoch"],
-            "epochs": history["settings"]["epochs"], "training_loss": history["settings"]["loss"],
-            "weights": str(args.model_out), "mlflow_run_id": history["mlflow_run_id"]}
-    save_weights(args.model_out, model, history["arch"], history["encoder"], data.class_names,
-                 extra={"params": card["params"], "clean_dice": card["clean_dice"]})
-    write_json(args.card_out, card)
-    with mlflow_run(tracking, name, {"checkpoint": str(args.model_out)}, run_id=history["mlflow_run_id"]):
-        log_flat_metrics("clean_", scores)
-        mlflow.log_artifact(str(args.card_out))
-    log.info("%s: %s params, clean val dice %.4f -> %s", name, f"{card['params']:,}", card["clean_dice"],
-             args.model_out)
+        scores = summarize(predict_masks(model.to(device), images, args.batch_size, device), masks, class_names)
+    card = {"model": args.name, "arch": arch, "encoder": encoder, "params": count_parameters(model),
+            "fold": args.fold, "seed": args.seed, "dataset": str(args.data), "class_names": class_names,
+            "image_size": int(data.image_size),
+            **{f"clean_{key}": value for key, value in scores.items() if not key.startswith("n_images")},
+            "n_images": scores["n_images"], "n_images_study": scores["n_images_study"], **provenance,
+            "weights": str(args.model_out)}
+    tags = {"stage": "train" if history else "import", "model": args.name, "arch": arch, "encoder": encoder,
+            "fold": str(args.fold), "seed": str(args.seed), "checkpoint": str(args.model_out)}
+    with job_run(tracking, args.name, tags, run_id=history["mlflow_run_id"] if history else None) as run:
+        if history is None:
+            run.log_params({"arch": arch, "encoder": encoder, "params": card["params"], "fold": args.fold,
+                            "imported_from": str(args.weights)})
+        run.log_flat_metrics("clean_", scores)
+        card["mlflow_run_id"] = run.run_id
+        save_weights(args.model_out, model, arch, encoder, tuple(class_names),
+                     extra={"params": card["params"], "clean_dice": card["clean_dice"]})
+        write_json(args.card_out, card)
+        run.log_artifact(args.card_out)
+    log.info("%s (fold %d, seed %d): %s params, clean dice %.4f -> %s", args.name, args.fold, args.seed,
+             f"{card['params']:,}", card["clean_dice"], args.model_out)

@@ -1,0 +1,91 @@
+"""advseg transfer: other models' perturbations replayed on one target model.
+
+A white-box attack sees the target's gradient; a transferred one does not. If
+transferred perturbations hurt a model as much as its own, the white-box attack is
+weaker than it should be (Carlini et al. 2019): the aggregate step checks it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from advseg.commands import add_compute_arguments, add_data_arguments, add_model_arguments
+
+log = logging.getLogger(__name__)
+IDENTITY = ("source", "attack", "attack_loss", "variant", "eps", "fold", "seed")
+
+
+def add_arguments(parser) -> None:
+    add_model_arguments(parser)
+    add_data_arguments(parser)
+    add_compute_arguments(parser)
+    parser.add_argument("--perturbations", type=Path, nargs="*", default=[],
+                        help="transfer.npz files of 'advseg attack' on other models")
+    parser.add_argument("--metric", choices=("dice", "dice_study"), default="dice",
+                        help="report.metric: the score given as clean_score/adv_score/diff")
+    parser.add_argument("--out", type=Path, required=True, help="one row per source perturbation (.json)")
+
+
+def run(args) -> None:
+    import numpy as np
+
+    from advseg.checkpoints import load_model
+    from advseg.datasets import PreparedData
+    from advseg.devices import claim_device, set_threads
+    from advseg.inference import predict_masks
+    from advseg.jobs import read_json, write_json
+    from advseg.metrics import relative_drop, slice_scores, summarize_slice_scores
+
+    card = read_json(args.card, ("arch", "encoder", "model", "fold", "seed", "class_names"))
+    perturbations = [_load_perturbation(path, card["fold"]) for path in args.perturbations]
+    model, _ = load_model(args.model, card["arch"], card["encoder"])
+    images, masks = PreparedData.open(args.data).val(args.fold)
+    images = np.asarray(images, dtype=np.float32)
+    for path, perturbation in zip(args.perturbations, perturbations):
+        if perturbation["delta"].shape[0] != len(images) or perturbation["delta"].shape[-2:] != images.shape[-2:]:
+            raise ValueError(f"{path}: perturbation of shape {perturbation['delta'].shape} does not fit the "
+                             f"{len(images)} held-out slices of fold {args.fold} ({images.shape[-2]}x{images.shape[-1]})")
+    set_threads(args.threads)
+    class_names = list(card["class_names"])
+    rows = []
+    with claim_device() as device:
+        model.to(device)
+        clean = summarize_slice_scores(slice_scores(predict_masks(model, images, args.batch_size, device), masks),
+                                       class_names)
+        for perturbation in perturbations:
+            adv_inputs = replay(images, perturbation)
+            adv = summarize_slice_scores(slice_scores(
+                predict_masks(model, adv_inputs, args.batch_size, device, model_input=True), masks), class_names)
+            rows.append({**{key: perturbation[key] for key in IDENTITY}, "target": card["model"],
+                         "clean_dice": clean["dice"], "adv_dice": adv["dice"],
+                         "clean_dice_study": clean["dice_study"], "adv_dice_study": adv["dice_study"],
+                         "metric": args.metric, "clean_score": clean[args.metric], "adv_score": adv[args.metric],
+                         "diff": relative_drop(clean[args.metric], adv[args.metric])})
+            log.info("%s -> %s (%s %s eps=%g): %s %.4f -> %.4f", perturbation["source"], card["model"],
+                     perturbation["attack"], perturbation["attack_loss"], perturbation["eps"], args.metric,
+                     clean[args.metric], adv[args.metric])
+    write_json(args.out, {"target": card["model"], "fold": card["fold"], "seed": card["seed"], "rows": rows})
+
+
+def replay(images, perturbation: dict):
+    """The attacked (N, 3, H, W) inputs: clamp(x + delta) on the slices the delta was made on."""
+    import numpy as np
+
+    from advseg.models import IN_CHANNELS
+
+    delta = perturbation["delta"].astype(np.float32) * perturbation["scale"]
+    if perturbation["input"] == "grey":
+        delta = np.repeat(delta[:, None], IN_CHANNELS, axis=1)
+    inputs = np.repeat(images[:, None], IN_CHANNELS, axis=1)
+    return np.clip(inputs + delta, 0.0, 1.0)
+
+
+def _load_perturbation(path: Path, fold: int) -> dict:
+    from advseg.jobs import read_npz
+
+    loaded = read_npz(path, ("delta", "scale", "input", *IDENTITY), "'advseg attack'")
+    loaded = {key: value if key == "delta" else value.item() for key, value in loaded.items()}
+    if loaded["fold"] != fold:
+        raise ValueError(f"{path}: made on fold {loaded['fold']}, not on the target's fold {fold}")
+    return loaded
