@@ -57,6 +57,21 @@ class AttackJob:
     attack_loss: str
 
 
+def validate_config(config: dict[str, Any], schema_path: Path, build_cache: Path | None = None) -> None:
+    """What the Snakefile does before any job: fill the schema's defaults, then every check.
+
+    Raises ValueError whose message starts with the key at fault.
+    """
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    try:
+        validate(config, str(schema_path))
+    except WorkflowError:
+        raise ValueError(schema_error(config, schema_path)) from None
+    check_config(config, build_cache)
+
+
 def check_config(config: dict[str, Any], build_cache: Path | None = None) -> None:
     """Raise ValueError naming the first key that cannot work; every unbuildable model at once."""
     names: dict[str, int] = {}

@@ -3,17 +3,13 @@ import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
-from advseg.config import (attack_jobs, check_config, correlation_eps, eps_label, method_settings,
-                           model_specs, replicates, schema_error, transfer_eps)
+from advseg.config import (attack_jobs, correlation_eps, eps_label, method_settings, model_specs, replicates,
+                           transfer_eps, validate_config)
 
-SCHEMA = Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
 try:
-    validate(config, SCHEMA)
-    check_config(config, build_cache=Path(".snakemake/advseg/buildable_models.json"))
-except WorkflowError:
-    raise WorkflowError(f"invalid config: {schema_error(config, SCHEMA)}") from None
+    validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml",
+                    build_cache=Path(".snakemake/advseg/buildable_models.json"))
 except ValueError as error:
     raise WorkflowError(f"invalid config: {error}") from None
 
