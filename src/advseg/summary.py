@@ -222,10 +222,14 @@ def mean_over_classes(per_class: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def protocol_statistic(slices: dict, kind: str, protocol: str, rows: np.ndarray | None = None) -> np.ndarray:
-    """The protocol's score of the clean or attacked (``kind``) predictions on each resample of rows."""
-    n = len(slices["has_organ"])
-    weights = row_weights(rows, n)
+def protocol_statistic(slices: dict, kind: str, protocol: str, rows: np.ndarray | None = None,
+                       weights: np.ndarray | None = None) -> np.ndarray:
+    """The protocol's score of the clean or attacked (``kind``) predictions on each resample of rows.
+
+    ``weights`` (k, N) slice counts may be given instead of ``rows`` when many runs share them.
+    """
+    if weights is None:
+        weights = row_weights(rows, len(slices["has_organ"]))
     if protocol == "dice":
         return mean_over_classes(class_means(slices[f"{kind}_dice"], weights))
     if protocol == "dice_study":
@@ -238,10 +242,13 @@ def protocol_statistic(slices: dict, kind: str, protocol: str, rows: np.ndarray 
     raise AssertionError("unreachable")
 
 
-def protocol_diff(slices: dict, protocol: str, rows: np.ndarray | None = None) -> np.ndarray:
+def protocol_diff(slices: dict, protocol: str, rows: np.ndarray | None = None,
+                  weights: np.ndarray | None = None) -> np.ndarray:
     """(clean - adv) / clean on each resample, NaN where the clean score is not positive."""
-    clean = protocol_statistic(slices, "clean", protocol, rows)
-    adv = protocol_statistic(slices, "adv", protocol, rows)
+    if weights is None:
+        weights = row_weights(rows, len(slices["has_organ"]))
+    clean = protocol_statistic(slices, "clean", protocol, weights=weights)
+    adv = protocol_statistic(slices, "adv", protocol, weights=weights)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(clean > 0, (clean - adv) / np.where(clean > 0, clean, 1.0), np.nan)
 
@@ -312,12 +319,17 @@ def score_runs(runs: list[AttackRun], n_bootstrap: int = statistics.DEFAULT_RESA
     """Each run's summary row with bootstrap intervals over its slices.
 
     The resampled slices depend only on (seed, fold), so every run of one fold, whatever the
-    model or training seed, is resampled the same way, and replicate means can be bootstrapped
-    by averaging their runs' distributions.
+    model or training seed, is resampled the same way (and the resample counts are built once
+    per fold), and replicate means can be bootstrapped by averaging their runs' distributions.
+    Rows come back grouped by fold; ``summary_table`` sorts them.
     """
-    scored = []
-    for run in runs:
+    scored, fold_weights = [], {}
+    for run in sorted(runs, key=lambda r: r.info["fold"]):
         slices, n = run.slices, len(run.slices["has_organ"])
+        if run.info["fold"] not in fold_weights:  # one fold's resamples in memory at a time
+            fold_weights = {run.info["fold"]: row_weights(
+                statistics.resample_rows(n, n_bootstrap, (seed, run.info["fold"])), n)}
+        weights = fold_weights[run.info["fold"]]
         row = {name: run.info[name] for name in ID_COLUMNS}
         for metric in PER_CLASS_METRICS:
             for kind in ("clean", "adv"):
@@ -335,10 +347,8 @@ def score_runs(runs: list[AttackRun], n_bootstrap: int = statistics.DEFAULT_RESA
             row[diff] = relative_drop(row[clean], row[adv])
         distributions = {}
         for name, protocol, what in INTERVALS:
-            statistic = ((lambda rows, p=protocol: protocol_statistic(slices, "adv", p, rows)) if what == "adv"
-                         else (lambda rows, p=protocol: protocol_diff(slices, p, rows)))
-            distributions[name] = statistics.bootstrap_distribution(statistic, n, n_bootstrap,
-                                                                    (seed, run.info["fold"]), vectorized=True)
+            distributions[name] = (protocol_statistic(slices, "adv", protocol, weights=weights) if what == "adv"
+                                   else protocol_diff(slices, protocol, weights=weights))
             row[f"{name}_ci_low"], row[f"{name}_ci_high"] = statistics.percentile_interval(distributions[name],
                                                                                            level)
         row.update(n_images=int(slices["has_organ"].sum()),
@@ -486,8 +496,9 @@ def atomic_output(path: Path) -> Iterator[Path]:
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:
+    """Six significant digits: more than any bootstrap interval here can resolve."""
     with atomic_output(path) as temporary:
-        df.to_csv(temporary, index=False)
+        df.to_csv(temporary, index=False, float_format="%.6g")
 
 
 def write_text(text: str, path: Path) -> None:
