@@ -159,6 +159,18 @@ def test_intervals_are_percentiles_of_resampled_slices(results):
     assert (row["diff_ci_low"], row["diff_ci_high"]) == pytest.approx((k, k))
 
 
+def test_one_pass_distributions_equal_the_protocol_functions():
+    rng = np.random.default_rng(1)
+    arrays = slice_arrays(0.2, adv_dice=np.where(np.isnan(CLEAN_DICE), np.nan, rng.random(CLEAN_DICE.shape)),
+                          adv_study=rng.random(4))
+    weights = summary.row_weights(statistics.resample_rows(4, 300, seed=5), 4)
+    np.testing.assert_array_equal(weights.sum(axis=1), 4)
+    together = summary.interval_distributions(arrays, weights)
+    for protocol, adv, diff in (("dice", "adv_dice", "diff"), ("dice_study", "adv_dice_study", "diff_dice_study")):
+        np.testing.assert_allclose(together[adv], summary.protocol_statistic(arrays, "adv", protocol, weights=weights))
+        np.testing.assert_allclose(together[diff], summary.protocol_diff(arrays, protocol, weights=weights))
+
+
 def test_worst_case_rows_take_the_strongest_run_per_slice(results):
     worst = select(results.table, model="Unet-resnet18", seed=1, attack="worst", variant="standard", eps=0.03)
     assert len(worst) == 1
