@@ -1,4 +1,4 @@
-"""Tests that the report figures are written as real, sensibly sized images."""
+"""Tests that the report figures plot the right numbers and are written as real images."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from advseg import plots
+from scipy import stats
+
+from advseg import plots, summary
+from advseg.summary import AttackRun
 
 CLASSES = ("grey_matter", "white_matter", "other_brain")
 MODELS = (("Unet-resnet18", 14_328_883), ("FPN-resnet34", 23_155_001), ("Unet-resnet50", 32_521_299))
@@ -19,15 +22,30 @@ LOSSES = ("bce", "dice")
 EPSILONS = (0.01, 0.03)
 
 
-def results_table() -> pd.DataFrame:
-    """The columns the plots read, with diff growing in params so correlations are defined."""
+def fake_diff(params: int, loss: str, eps: float) -> float:
+    return params / 1e8 + eps * 2 + (0.1 if loss == "dice" else 0.0) + (params % 7) * 0.01
+
+
+def replicate_table() -> pd.DataFrame:
+    """The replicate-table columns the plots read; diff grows with params, eps and the loss."""
     rows = []
     for model, params in MODELS:
+        clean = 0.8 - params / 1e9
         for loss in LOSSES:
             for eps in EPSILONS:
-                diff = params / 1e8 + eps * 2 + (0.1 if loss == "dice" else 0.0)
+                diff = fake_diff(params, loss, eps)
+                adv = clean * (1 - diff)
                 rows.append({"model": model, "params": params, "attack": "fgsm", "attack_loss": loss,
-                             "eps": eps, "clean_dice": 0.8, "adv_dice": 0.8 * (1 - diff), "diff": diff})
+                             "variant": "standard", "eps": eps, "clean_dice_study_mean": clean,
+                             "adv_dice_study_mean": adv, "diff_dice_study_mean": diff,
+                             "adv_dice_study_ci_low": adv - 0.02, "adv_dice_study_ci_high": adv + 0.03})
+        for eps in EPSILONS:
+            diff = max(fake_diff(params, loss, eps) for loss in LOSSES) + 0.01
+            adv = clean * (1 - diff)
+            rows.append({"model": model, "params": params, "attack": "worst", "attack_loss": "all",
+                         "variant": "standard", "eps": eps, "clean_dice_study_mean": clean,
+                         "adv_dice_study_mean": adv, "diff_dice_study_mean": diff,
+                         "adv_dice_study_ci_low": adv - 0.01, "adv_dice_study_ci_high": adv + 0.01})
     return pd.DataFrame(rows)
 
 
@@ -56,29 +74,107 @@ def assert_image(path: Path, min_side: int = 300) -> np.ndarray:
     return pixels
 
 
-def test_param_correlation_plot_is_written(tmp_path):
+def test_param_correlation_plots_each_model_and_its_statistics(tmp_path):
+    table = replicate_table()
+    correlations = summary.correlation_table(table, "dice_study", 0.03, n_bootstrap=1000, seed=0)
+    fig = plots.correlation_figure(table, correlations, "dice_study", 0.03)
+    size_axis, clean_axis = fig.axes[:2]
+    params = np.array([p for _, p in MODELS], float)
+    clean = 0.8 - params / 1e9
+    series = {text.get_text().split(":")[0]: (points, text) for points, text
+              in zip(size_axis.collections, size_axis.get_legend().get_texts())}
+    assert set(series) == {"fgsm/bce (standard)", "fgsm/dice (standard)", "worst/all (standard)"}
+    points, text = series["fgsm/bce (standard)"]
+    diffs = np.array([fake_diff(p, "bce", 0.03) for p in params])
+    np.testing.assert_allclose(points.get_offsets(), np.column_stack([params / 1e6, diffs]))
+    r = stats.pearsonr(params, diffs).statistic
+    rho = stats.spearmanr(params, diffs).statistic
+    assert f"r={r:.2f} [" in text.get_text() and f"ρ={rho:.2f} [" in text.get_text() and "n=3" in text.get_text()
+    clean_points = clean_axis.collections[0]
+    np.testing.assert_allclose(clean_points.get_offsets(), np.column_stack([clean, diffs]))
+    r_clean = stats.pearsonr(clean, diffs).statistic
+    assert f"r={r_clean:.2f} [" in clean_axis.get_legend().get_texts()[0].get_text()
+    assert [t.get_text() for t in size_axis.texts[:3]] == [m for m, _ in MODELS]  # annotated points
+    plt.close(fig)
     out = tmp_path / "figures" / "params_vs_diff.png"
-    plots.plot_param_correlation(results_table(), 0.03, out)
+    plots.plot_param_correlation(table, correlations, "dice_study", 0.03, out)
     assert_image(out)
     assert plt.get_fignums() == []
 
 
-def test_param_correlation_plot_survives_too_few_models(tmp_path):
-    table = results_table()
-    out = tmp_path / "two_models.png"
-    plots.plot_param_correlation(table[table["model"] != "FPN-resnet34"], 0.01, out)
-    assert_image(out)
+def test_param_correlation_says_n_a_for_too_few_models():
+    table = replicate_table()
+    table = table[table["model"] != "FPN-resnet34"]
+    correlations = summary.correlation_table(table, "dice_study", 0.01, n_bootstrap=1000)
+    fig = plots.correlation_figure(table, correlations, "dice_study", 0.01)
+    label = fig.axes[0].get_legend().get_texts()[0].get_text()
+    assert "r=n/a" in label and "ρ=n/a" in label and "n=2" in label
+    assert len(fig.axes[0].collections[0].get_offsets()) == 2
+    plt.close(fig)
 
 
-def test_param_correlation_rejects_unknown_eps(tmp_path):
-    with pytest.raises(ValueError, match="report.correlation_eps"):
-        plots.plot_param_correlation(results_table(), 0.5, tmp_path / "x.png")
-
-
-def test_dice_vs_eps_plot_is_written(tmp_path):
+def test_dice_vs_eps_draws_clean_then_attacked_scores_with_bands(tmp_path):
+    table = replicate_table()
+    fig = plots.dice_vs_eps_figure(table, "dice_study")
+    first = fig.axes[0]  # smallest model first
+    assert first.get_title().startswith("Unet-resnet18")
+    lines = {line.get_label(): line for line in first.get_lines()}
+    assert set(lines) == {"fgsm/bce", "fgsm/dice", "worst case"}
+    params = MODELS[0][1]
+    clean = 0.8 - params / 1e9
+    np.testing.assert_allclose(lines["fgsm/dice"].get_xdata(), [0.0, 0.01, 0.03])
+    np.testing.assert_allclose(lines["fgsm/dice"].get_ydata(),
+                               [clean] + [clean * (1 - fake_diff(params, "dice", e)) for e in EPSILONS])
+    assert lines["worst case"].get_color() == "black"
+    assert all(lines["worst case"].get_ydata()[1:] < lines["fgsm/dice"].get_ydata()[1:])
+    bands = first.collections
+    assert len(bands) == 3
+    band = bands[1].get_paths()[0].vertices  # fgsm/dice: band from ci_low to ci_high
+    adv = clean * (1 - fake_diff(params, "dice", 0.03))
+    assert band[:, 1].min() == pytest.approx(min(clean, adv - 0.02))
+    assert band[:, 1].max() == pytest.approx(clean)
+    assert np.isclose(band[:, 1], adv + 0.03).any()
+    plt.close(fig)
     out = tmp_path / "dice_vs_eps.png"
-    plots.plot_dice_vs_eps(results_table(), out)
+    plots.plot_dice_vs_eps(table, "dice_study", out)
     assert_image(out)
+    assert plt.get_fignums() == []
+
+
+def test_loss_curve_shows_the_smallest_model_per_step():
+    def run(model, params, attack, eps, history):
+        return AttackRun({"model": model, "params": params, "seed": 1, "fold": 0, "attack": attack,
+                          "attack_loss": "bce", "variant": "standard", "eps": eps}, {}, "x", history)
+
+    runs = [run("Big", 9_000_000, "pgd", 0.01, [5.0, 6.0]), run("Small", 1_000_000, "pgd", 0.03, [1.0, 3.0, 4.0]),
+            run("Small", 1_000_000, "pgd", 0.01, [1.0, 2.0, 2.5]), run("Small", 1_000_000, "fgsm", 0.01, [])]
+    fig = plots.loss_curve_figure(runs)
+    (ax,) = fig.axes
+    assert "Small" in fig._suptitle.get_text()
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"eps 0.01", "eps 0.03"}
+    np.testing.assert_allclose(lines["eps 0.03"].get_xdata(), [1, 2, 3])
+    np.testing.assert_allclose(lines["eps 0.03"].get_ydata(), [1.0, 3.0, 4.0])
+    plt.close(fig)
+    empty = plots.loss_curve_figure(runs[-1:])
+    assert "no iterative attack" in empty.axes[0].texts[0].get_text()
+    plt.close(empty)
+
+
+def test_transfer_heat_map_puts_sources_in_rows(tmp_path):
+    rows = [("A", "A", 0.1), ("A", "B", 0.5), ("B", "A", 0.6), ("B", "B", 0.2), ("A", "B", 0.7)]
+    transfer = pd.DataFrame([{"source_model": s, "target_model": t, "attack": "pgd", "attack_loss": "bce",
+                              "variant": "standard", "eps": 0.03, "adv_dice": v} for s, t, v in rows])
+    fig = plots.transfer_figure(transfer, "dice")
+    image = fig.axes[0].get_images()[0].get_array()
+    np.testing.assert_allclose(image, [[0.1, 0.6], [0.6, 0.2]])  # A -> B is the mean of 0.5 and 0.7
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["A", "B"]
+    plt.close(fig)
+    out = tmp_path / "transfer.png"
+    plots.plot_transfer(transfer, "dice", out)
+    assert_image(out, 200)
+    plots.plot_transfer(transfer.iloc[:0], "dice", tmp_path / "none.png")
+    assert (tmp_path / "none.png").is_file()
     assert plt.get_fignums() == []
 
 
