@@ -6,6 +6,7 @@ finishes the rest and resumes the training, and a third run has nothing to do.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,9 +22,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
-MODELS = [("Unet", "resnet18"), ("FPN", "mobilenet_v2")]
-LOSSES, EPSILONS = ["bce", "dicefocal"], ["0.01", "0.05"]
-EXPECTED_JOBS = {"download": 1, "tracking": 1, "train": 2, "checkpoint": 2, "gradient": 4, "attack": 8,
+MODELS = ["Unet-resnet18", "FPN-mobilenet_v2"]
+METHODS, LOSSES, EPSILONS = ["fgsm", "pgd"], ["bce", "dicefocal"], ["0.01", "0.05"]
+REPLICATE = "fold_0/seed_0"
+EXPECTED_JOBS = {"download": 1, "tracking": 1, "train": 2, "checkpoint": 2, "attack": 8, "transfer": 2,
                  "example_grid": 2, "aggregate": 1, "all": 1}
 
 pytestmark = pytest.mark.workflow
@@ -65,7 +67,7 @@ def pid_of_training(arch: str) -> int | None:
 def runs(tmp_path_factory):
     """Run 1 is killed mid-training, run 2 finishes, run 3 has nothing left to do."""
     directory = workflow_copy(tmp_path_factory.mktemp("workflow"))
-    resume_state = directory / "results/train/Unet/resnet18/resume.pt"
+    resume_state = directory / f"results/models/Unet-resnet18/{REPLICATE}/train/resume.pt"
     first = snakemake(directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     killed = False
@@ -95,9 +97,9 @@ def test_rerun_finishes_the_rest_and_resumes_training(runs):
     counts = job_counts(second.stderr)
     assert "download" not in counts and "tracking" not in counts
     assert counts["train"] >= 1 and counts["attack"] == 8
-    log = (runs["dir"] / "results/logs/train/Unet/resnet18.log").read_text()
+    log = (runs["dir"] / f"results/logs/train/Unet-resnet18/{REPLICATE}.log").read_text()
     assert "resuming after epoch" in log
-    assert not (runs["dir"] / "results/train/Unet/resnet18/resume.pt").exists()
+    assert not (runs["dir"] / f"results/models/Unet-resnet18/{REPLICATE}/train/resume.pt").exists()
 
 
 def test_rerun_after_success_does_nothing(runs):
@@ -108,14 +110,21 @@ def test_rerun_after_success_does_nothing(runs):
 
 def test_every_output_exists(runs):
     results = runs["dir"] / "results"
-    for arch, encoder in MODELS:
-        assert (results / f"checkpoints/{arch}/{encoder}/model.safetensors").stat().st_size > 0
-        assert (results / f"plots/examples/{arch}/{encoder}.png").stat().st_size > 0
-        for loss in LOSSES:
-            for eps in EPSILONS:
-                assert (results / f"attacks/{arch}/{encoder}/{loss}/eps_{eps}.json").exists()
-            assert not (results / f"gradients/{arch}/{encoder}/{loss}.npz").exists(), "gradients are temporary"
-    for plot in ("param_size_correlation.png", "dice_vs_eps.png"):
+    for model in MODELS:
+        assert (results / f"models/{model}/{REPLICATE}/model.safetensors").stat().st_size > 0
+        assert (results / f"plots/examples/{model}.png").stat().st_size > 0
+        assert (results / f"transfer/{model}/{REPLICATE}.json").exists()
+        for method in METHODS:
+            for loss in LOSSES:
+                job = results / f"attacks/{model}/{REPLICATE}/{method}/standard/{loss}"
+                assert (job / "transfer.npz").exists()
+                for eps in EPSILONS:
+                    for kind in ("json", "slices.npz", "example.npz"):
+                        assert (job / f"eps_{eps}.{kind}").exists()
+    for table in ("attack_summary.csv", "attack_summary_replicates.csv", "attack_losses.md", "attack_losses.csv",
+                  "ablation.md", "correlation.csv", "transfer.csv", "sanity.md", "sanity.csv"):
+        assert (results / "tables" / table).stat().st_size > 0, table
+    for plot in ("param_size_correlation.png", "dice_vs_eps.png", "loss_curve.png", "transfer.png"):
         assert (results / "plots" / plot).read_bytes().startswith(b"\x89PNG")
     for rule in EXPECTED_JOBS.keys() - {"all", "tracking", "aggregate", "download"}:
         assert list((results / "logs" / rule).rglob("*.log")), rule
@@ -124,18 +133,26 @@ def test_every_output_exists(runs):
 
 def test_summary_table(runs):
     table = pd.read_csv(runs["dir"] / "results/tables/attack_summary.csv")
-    assert len(table) == len(MODELS) * len(LOSSES) * len(EPSILONS)
-    assert {"arch", "encoder", "params", "attack_loss", "eps", "clean_dice", "adv_dice", "diff"} <= set(table.columns)
-    assert set(zip(table.arch, table.encoder)) == set(MODELS)
+    attacked = table[table.attack != "worst"]
+    assert len(attacked) == len(MODELS) * len(METHODS) * len(LOSSES) * len(EPSILONS)
+    assert len(table[table.attack == "worst"]) == len(MODELS) * len(EPSILONS)
+    assert {"arch", "encoder", "params", "attack_loss", "eps", "clean_dice", "adv_dice", "diff", "seed", "fold",
+            "clean_dice_study", "adv_dice_study", "adv_dice_ci_low", "adv_dice_ci_high", "diff_ci_low",
+            "diff_ci_high", "clean_hd95", "adv_hd95"} <= set(table.columns)
+    assert set(table.model) == set(MODELS) and set(attacked.attack) == set(METHODS)
     assert sorted(table.eps.unique()) == [0.01, 0.05]
-    assert (table.linf <= table.eps + 1e-6).all()
+    assert (attacked.linf <= attacked.eps + 1e-6).all()
     learned = table[table.clean_dice > 0]
     assert len(learned) >= 4, "at least one tiny model should segment something"
     expected_diff = (learned.clean_dice - learned.adv_dice) / learned.clean_dice
     assert ((learned["diff"] - expected_diff).abs() < 1e-9).all()
-    assert table.loc[table.clean_dice == 0, "diff"].isna().all(), "diff is undefined when nothing was found"
+    assert (learned.adv_dice_ci_low <= learned.adv_dice + 1e-12).all()
+    assert (learned.adv_dice <= learned.adv_dice_ci_high + 1e-12).all()
+    worst = table[table.attack == "worst"].set_index(["model", "eps"])["adv_dice"]
+    assert (attacked.apply(lambda row: worst[(row.model, row.eps)] <= row.adv_dice + 1e-12, axis=1)).all(), \
+        "the worst case is at least as low as every attack"
     markdown = (runs["dir"] / "results/tables/attack_losses.md").read_text()
-    assert "diff (bce)" in markdown and "diff (dicefocal)" in markdown
+    assert "bce" in markdown and "dicefocal" in markdown
 
 
 def test_mlflow_runs(runs):
@@ -149,13 +166,17 @@ def test_mlflow_runs(runs):
         by_stage.setdefault(run.data.tags.get("stage"), []).append(run)
     finished_train = [r for r in by_stage["train"] if r.info.status == "FINISHED"]
     assert len(by_stage["train"]) == len(finished_train) == 2, "the resumed job reopened the killed job's run"
-    assert len(by_stage["gradient"]) == 4 and len(by_stage["attack"]) == 8 and len(by_stage["aggregate"]) == 1
+    assert len(by_stage["attack"]) == 16 and len(by_stage["aggregate"]) == 1
     train_ids = {r.info.run_id for r in finished_train}
     for run in by_stage["attack"]:
         tags = run.data.tags
-        assert {tags["arch"], tags["encoder"], tags["attack_loss"], tags["eps"]} and tags["eps"] in EPSILONS
+        assert tags["eps"] in EPSILONS and tags["attack"] in METHODS and tags["attack_loss"] in LOSSES
+        assert tags["model"] in MODELS and tags["variant"] == "standard"
         assert tags["mlflow.parentRunId"] in train_ids
-        assert {"clean_dice", "adv_dice", "diff"} <= set(run.data.metrics)
+        assert {"clean_dice", "adv_dice", "diff", "clean_dice_study", "adv_hd95"} <= set(run.data.metrics)
+        objective = client.get_metric_history(run.info.run_id, "attack_objective")
+        assert sorted(m.step for m in objective) == ([1, 2] if tags["attack"] == "pgd" else []), \
+            "PGD logs its loss at every step"
     for run in finished_train:
         assert "clean_dice" in run.data.metrics, "checkpoint logs clean scores into the training run"
         history = client.get_metric_history(run.info.run_id, "val_dice")
@@ -195,7 +216,7 @@ def test_mlflow_ui_serves_the_runs(runs):
                                                           "max_results": 100}).encode(),
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request) as r:
-            assert len(json.load(r)["runs"]) == 8
+            assert len(json.load(r)["runs"]) == 16
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -205,6 +226,28 @@ def test_html_report_holds_the_tables_and_plots(runs):
     result = snakemake(runs["dir"], "--report", "report.html")
     assert result.returncode == 0, result.stderr[-3000:]
     html = (runs["dir"] / "report.html").read_text(errors="replace")
-    for name in ("attack_summary.csv", "param_size_correlation.png", "dice_vs_eps.png", "attack_losses.md"):
+    for name in ("attack_summary.csv", "param_size_correlation.png", "dice_vs_eps.png", "attack_losses.md",
+                 "sanity.md", "transfer.png"):
         assert name in html
-    assert "Trainable parameters (x) against attack success" in html, "captions are in the report"
+    assert "Model size (trainable parameters, left)" in html, "captions are in the report"
+
+
+@pytest.fixture(scope="module")
+def study_run(runs):
+    """The study's attack options on the same workflow copy, in a results folder of their own."""
+    result = snakemake(runs["dir"], "--configfile", str(TINY), str(TINY.with_name("tiny_study.yaml")))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return runs["dir"] / "results_study"
+
+
+def test_study_options_run_end_to_end(study_run, runs):
+    job = study_run / "attacks/Unet-resnet18/fold_0/seed_0/fgsm/study-study-channels"
+    scores = {loss: json.loads((job / loss / "eps_0.05.json").read_text()) for loss in LOSSES}
+    for loss, record in scores.items():
+        assert (record["step"], record["loss_argument_order"], record["input"]) == ("study", "study", "channels")
+        assert record["linf"] > 0.05 - 1e-6, "the study's step also shrinks the image, beyond eps"
+    table = pd.read_csv(study_run / "tables/attack_summary.csv")
+    assert set(table.variant) == {"study-study-channels"}
+    assert "dice_study" in (study_run / "tables/attack_losses.md").read_text()
+    assert not (runs["dir"] / "results/attacks/Unet-resnet18/fold_0/seed_0/fgsm/study-study-channels").exists(), \
+        "each config's results stay in its results_dir"

@@ -42,7 +42,6 @@ rule transfer:
     output:
         f"{RESULTS}/transfer/{{model}}/fold_{{fold}}/seed_{{seed}}.json",
     params:
-        metric=config["report"]["metric"],
         batch_size=ATTACK["batch_size"],
     log:
         f"{RESULTS}/logs/transfer/{{model}}/fold_{{fold}}/seed_{{seed}}.log",
@@ -55,5 +54,5 @@ rule transfer:
         "../../envs/advseg.yaml"
     shell:
         "advseg transfer --model {input.model} --card {input.card} --data {input.data} --fold {wildcards.fold}"
-        " --perturbations {input.sources} --metric {params.metric} --out {output}"
+        " --perturbations {input.sources} --out {output}"
         " --batch-size {params.batch_size} --threads {threads} 2> {log}"

@@ -120,14 +120,7 @@ def example_grids():
 
 
 def final_outputs():
-    return [
-        f"{RESULTS}/tables/attack_summary.csv",
-        f"{RESULTS}/tables/attack_losses.md",
-        f"{RESULTS}/plots/param_size_correlation.png",
-        f"{RESULTS}/plots/dice_vs_eps.png",
-        f"{RESULTS}/mlflow/aggregate_run.json",
-        *example_grids(),
-    ]
+    return [*rules.aggregate.output, *example_grids()]
 
 
 def as_json(section, **extra):

@@ -1,5 +1,9 @@
 """advseg transfer: other models' perturbations replayed on one target model.
 
+Writes a JSON list with one row per source perturbation: source_model, target_model,
+fold, seed, attack, attack_loss, variant, eps and the target's clean and attacked
+scores under both Dice protocols.
+
 A white-box attack sees the target's gradient; a transferred one does not. If
 transferred perturbations hurt a model as much as its own, the white-box attack is
 weaker than it should be (Carlini et al. 2019): the aggregate step checks it.
@@ -22,9 +26,7 @@ def add_arguments(parser) -> None:
     add_compute_arguments(parser)
     parser.add_argument("--perturbations", type=Path, nargs="*", default=[],
                         help="transfer.npz files of 'advseg attack' on other models")
-    parser.add_argument("--metric", choices=("dice", "dice_study"), default="dice",
-                        help="report.metric: the score given as clean_score/adv_score/diff")
-    parser.add_argument("--out", type=Path, required=True, help="one row per source perturbation (.json)")
+    parser.add_argument("--out", type=Path, required=True, help="one row per source perturbation (.json list)")
 
 
 def run(args) -> None:
@@ -45,7 +47,7 @@ def run(args) -> None:
     for path, perturbation in zip(args.perturbations, perturbations):
         if perturbation["delta"].shape[0] != len(images) or perturbation["delta"].shape[-2:] != images.shape[-2:]:
             raise ValueError(f"{path}: perturbation of shape {perturbation['delta'].shape} does not fit the "
-                             f"{len(images)} held-out slices of fold {args.fold} ({images.shape[-2]}x{images.shape[-1]})")
+                             f"{len(images)} held-out {images.shape[-2]}x{images.shape[-1]} slices of fold {args.fold}")
     set_threads(args.threads)
     class_names = list(card["class_names"])
     rows = []
@@ -57,15 +59,16 @@ def run(args) -> None:
             adv_inputs = replay(images, perturbation)
             adv = summarize_slice_scores(slice_scores(
                 predict_masks(model, adv_inputs, args.batch_size, device, model_input=True), masks), class_names)
-            rows.append({**{key: perturbation[key] for key in IDENTITY}, "target": card["model"],
+            rows.append({"source_model": perturbation["source"], "target_model": card["model"],
+                         **{key: perturbation[key] for key in IDENTITY if key != "source"},
                          "clean_dice": clean["dice"], "adv_dice": adv["dice"],
+                         "diff": relative_drop(clean["dice"], adv["dice"]),
                          "clean_dice_study": clean["dice_study"], "adv_dice_study": adv["dice_study"],
-                         "metric": args.metric, "clean_score": clean[args.metric], "adv_score": adv[args.metric],
-                         "diff": relative_drop(clean[args.metric], adv[args.metric])})
-            log.info("%s -> %s (%s %s eps=%g): %s %.4f -> %.4f", perturbation["source"], card["model"],
-                     perturbation["attack"], perturbation["attack_loss"], perturbation["eps"], args.metric,
-                     clean[args.metric], adv[args.metric])
-    write_json(args.out, {"target": card["model"], "fold": card["fold"], "seed": card["seed"], "rows": rows})
+                         "diff_dice_study": relative_drop(clean["dice_study"], adv["dice_study"])})
+            log.info("%s -> %s (%s %s eps=%g): dice %.4f -> %.4f", perturbation["source"], card["model"],
+                     perturbation["attack"], perturbation["attack_loss"], perturbation["eps"], clean["dice"],
+                     adv["dice"])
+    write_json(args.out, rows)
 
 
 def replay(images, perturbation: dict):
