@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import pytest
 import segmentation_models_pytorch as smp
@@ -261,3 +262,26 @@ def test_not_a_state_dict(tmp_path, saved, expected):
 
 def test_missing_external_file(tmp_path):
     assert "not found" in external_error(tmp_path / "nowhere.pt", "Unet", "resnet18", classes=3)
+
+
+@pytest.mark.parametrize("config", ["folder.yaml", "nifti.yaml"])
+def test_example_configs_import_the_example_weights(tmp_path, monkeypatch, config):
+    import importlib.util
+
+    import yaml
+
+    tests = Path(__file__).parent
+    spec = importlib.util.spec_from_file_location("make_examples", tests / "data" / "make_examples.py")
+    make_examples = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_examples)
+    settings = yaml.safe_load((tests / "configs" / config).read_text())
+    monkeypatch.chdir(tmp_path)
+    imported = [(i, model) for i, model in enumerate(settings["models"]) if "checkpoint" in model]
+    assert imported
+    make_examples.write_checkpoints(Path(imported[0][1]["checkpoint"]).parent)
+    classes = len(settings["data"][settings["data"]["name"]]["classes"])
+    for index, model in imported:
+        loaded = load_external_state_dict(Path(model["checkpoint"]), model["arch"], model["encoder"], classes,
+                                          in_channels=model.get("in_channels", 3), key=f"models[{index}]")
+        with torch.no_grad():
+            assert loaded(as_model_input(torch.rand(1, 32, 32))).shape == (1, classes, 32, 32)

@@ -238,3 +238,12 @@ def test_bad_options(small, tmp_path):
     assert "data.folder.mask_format" in error_of(small, mask_format="rle")
     shutil.rmtree(small / "masks")
     assert str(small / "masks") in error_of(small)
+
+
+def test_example_config_prepares_the_shipped_example(monkeypatch):
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).parent / "configs" / "folder.yaml").read_text())["data"]
+    monkeypatch.chdir(Path(__file__).parents[1])  # the workflow runs from the repository root
+    data = folder.prepare(image_size=config["image_size"], **config["folder"])
+    assert data.images.shape == (24, 32, 32) and len(set(data.groups.tolist())) == config["folds"]

@@ -277,3 +277,12 @@ def test_bad_options(pair):
     assert "data.nifti.axis" in error_of(root=root, axis=3)
     assert "data.nifti.clip_percentiles" in error_of(root=root, clip_percentiles=[99, 1])
     assert "data.nifti.clip_percentiles" in error_of(root=root, clip_percentiles=[5])
+
+
+def test_example_config_prepares_the_shipped_example(monkeypatch):
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).parent / "configs" / "nifti.yaml").read_text())["data"]
+    monkeypatch.chdir(Path(__file__).parents[1])  # the workflow runs from the repository root
+    data = nifti.prepare(image_size=config["image_size"], **config["nifti"])
+    assert data.images.shape == (24, 32, 32) and len(set(data.groups.tolist())) == config["folds"]
