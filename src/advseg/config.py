@@ -31,8 +31,10 @@ class ModelSpec:
     name: str
     arch: str
     encoder: str
+    key: str                        # where it is configured, e.g. models[2], for messages
     checkpoint: str | None = None
     encoder_weights: str | None = None
+    in_channels: int = 3
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ def check_config(config: dict[str, Any], build_cache: Path | None = None) -> Non
     names: dict[str, int] = {}
     for index, model in enumerate(config["models"]):
         catalog.check_model(f"models[{index}]", model["arch"], model["encoder"])
-        name = model_spec(model).name
+        name = model_spec(model, index).name
         if name in names:
             raise ValueError(f"models[{index}]: {name!r} is configured twice (models[{names[name]}] too); "
                              "give one of them a different 'name'")
@@ -89,11 +91,7 @@ def check_config(config: dict[str, Any], build_cache: Path | None = None) -> Non
     for fold in data["folds_to_run"]:
         if fold >= data["folds"]:
             raise ValueError(f"data.folds_to_run: fold {fold} must be smaller than data.folds ({data['folds']})")
-    if data["name"] == "uwmadison":
-        root = data.get("uwmadison", {}).get("root")
-        if not root or not Path(root).is_dir():
-            raise ValueError(f"data.uwmadison.root: {root!r} is not a folder; download the Kaggle competition "
-                             "data (see workflow/configs/uwmadison_study.yaml) and point root at it")
+    _check_data_source(data)
     attack = config["attack"]
     labels: dict[str, float] = {}
     for eps in attack["epsilons"]:
@@ -115,15 +113,48 @@ def check_config(config: dict[str, Any], build_cache: Path | None = None) -> Non
                              for index, model in enumerate(config["models"])], build_cache)
 
 
-def model_spec(model: dict[str, Any]) -> ModelSpec:
+def _check_data_source(data: dict[str, Any]) -> None:
+    """The dataset's files are where the config says, before any job."""
+    options = data.get(data["name"], {})
+    if data["name"] == "uwmadison":
+        root, source = options.get("root"), options.get("source")
+        if root and source:
+            raise ValueError("data.uwmadison: give source or root, not both")
+        if source:
+            if source != "kaggle" and not Path(source).exists():
+                raise ValueError(f"data.uwmadison.source: {source!r} is neither 'kaggle' nor an existing .zip or folder")
+        elif not root or not Path(root).is_dir():
+            raise ValueError(f"data.uwmadison.root: {root!r} is not a folder; download the Kaggle competition "
+                             "data (see workflow/configs/uwmadison_study.yaml) and point root at it, or set "
+                             "data.uwmadison.source")
+    elif data["name"] == "folder":
+        root = options.get("root")
+        if not root or not Path(root).is_dir():
+            raise ValueError(f"data.folder.root: {root!r} is not a folder holding images/ and masks/")
+        if not options.get("classes"):
+            raise ValueError("data.folder.classes: name the classes, in label order")
+    elif data["name"] == "nifti":
+        root, pairs = options.get("root"), options.get("pairs")
+        if bool(root) == bool(pairs):
+            raise ValueError("data.nifti: give root (a folder of <id>_image.nii.gz + <id>_label.nii.gz) or pairs "
+                             "(a CSV), one of them")
+        if root and not Path(root).is_dir():
+            raise ValueError(f"data.nifti.root: {root!r} is not a folder")
+        if pairs and not Path(pairs).is_file():
+            raise ValueError(f"data.nifti.pairs: {pairs!r} is not a file")
+        if not options.get("classes"):
+            raise ValueError("data.nifti.classes: name the classes, label k = the k-th")
+
+
+def model_spec(model: dict[str, Any], index: int) -> ModelSpec:
     return ModelSpec(name=model.get("name") or f"{model['arch']}-{model['encoder']}", arch=model["arch"],
-                     encoder=model["encoder"], checkpoint=model.get("checkpoint"),
-                     encoder_weights=model.get("encoder_weights"))
+                     encoder=model["encoder"], key=f"models[{index}]", checkpoint=model.get("checkpoint"),
+                     encoder_weights=model.get("encoder_weights"), in_channels=model.get("in_channels", 3))
 
 
 def model_specs(config: dict[str, Any]) -> dict[str, ModelSpec]:
     """Configured models by name, in config order."""
-    return {spec.name: spec for spec in map(model_spec, config["models"])}
+    return {spec.name: spec for spec in (model_spec(model, index) for index, model in enumerate(config["models"]))}
 
 
 def replicates(config: dict[str, Any], spec: ModelSpec) -> list[tuple[int, int]]:

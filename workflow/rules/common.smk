@@ -1,5 +1,6 @@
 import json
 import re
+import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -74,6 +75,11 @@ def trained_or_imported(wildcards):
         return {"weights": spec.checkpoint}
     run = f"{RESULTS}/models/{wildcards.model}/fold_{wildcards.fold}/seed_{wildcards.seed}/train"
     return {"weights": f"{run}/best.safetensors", "history": f"{run}/history.json"}
+
+
+def imported_model_options(wildcards):
+    spec = MODELS[wildcards.model]
+    return f"--arch {spec.arch} --encoder {spec.encoder} --in-channels {spec.in_channels} --key {shlex.quote(spec.key)}"
 
 
 def transfer_sources(wildcards):

@@ -38,8 +38,7 @@ rule checkpoint:
         card=f"{MODEL_DIR}/model_card.json",
     params:
         source=lambda wildcards, input: (
-            f"--history {input.history}" if "history" in input.keys()
-            else f"--arch {MODELS[wildcards.model].arch} --encoder {MODELS[wildcards.model].encoder}"
+            f"--history {input.history}" if "history" in input.keys() else imported_model_options(wildcards)
         ),
     log:
         f"{RESULTS}/logs/checkpoint/{{model}}/fold_{{fold}}/seed_{{seed}}.log",

@@ -27,6 +27,8 @@ def add_arguments(parser) -> None:
     source.add_argument("--history", type=Path, help="history JSON of 'advseg train'")
     source.add_argument("--arch", help="architecture of an imported state_dict (with --encoder)")
     parser.add_argument("--encoder", help="encoder of an imported state_dict")
+    parser.add_argument("--in-channels", type=int, default=3, help="input channels of an imported state_dict")
+    parser.add_argument("--key", default="model", help="where the imported model is configured, for messages")
     parser.add_argument("--model-out", type=Path, required=True, help="exported weights (.safetensors)")
     parser.add_argument("--card-out", type=Path, required=True, help="model card (.json)")
 
@@ -56,7 +58,8 @@ def run(args) -> None:
         from advseg.checkpoints import load_external_state_dict
 
         arch, encoder = args.arch, args.encoder
-        model = load_external_state_dict(args.weights, arch, encoder, classes=len(class_names))
+        model = load_external_state_dict(args.weights, arch, encoder, classes=len(class_names),
+                                         in_channels=args.in_channels, key=args.key)
         history = None
         provenance = {"source": "imported", "imported_from": str(args.weights)}
     images, masks = data.val(args.fold)
