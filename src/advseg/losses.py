@@ -27,21 +27,33 @@ precision inputs are promoted to float32 here as well.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceFocalLoss, DiceLoss, FocalLoss
 
 PerImageLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 SMOOTH = 1e-5  # MONAI's default smooth_nr and smooth_dr, as in the study
 GAMMA = 2.0
 
-_MONAI_DICE = DiceLoss(sigmoid=True, include_background=True, smooth_nr=SMOOTH, smooth_dr=SMOOTH, reduction="none")
-_MONAI_FOCAL = FocalLoss(include_background=True, gamma=GAMMA, reduction="none")
-_MONAI_DICE_FOCAL = DiceFocalLoss(sigmoid=True, include_background=True, smooth_nr=SMOOTH, smooth_dr=SMOOTH,
-                                  gamma=GAMMA, reduction="none")
+
+@cache
+def _monai(name: str) -> torch.nn.Module:
+    """MONAI's loss with the study's settings and no reduction, built on first use.
+
+    ``import monai`` loads all of MONAI's subpackages (seconds of CPU), so only processes that
+    compute a MONAI loss pay for it.
+    """
+    from monai.losses import DiceFocalLoss, DiceLoss, FocalLoss
+
+    if name == "dice":
+        return DiceLoss(sigmoid=True, include_background=True, smooth_nr=SMOOTH, smooth_dr=SMOOTH, reduction="none")
+    if name == "focal":
+        return FocalLoss(include_background=True, gamma=GAMMA, reduction="none")
+    return DiceFocalLoss(sigmoid=True, include_background=True, smooth_nr=SMOOTH, smooth_dr=SMOOTH, gamma=GAMMA,
+                         reduction="none")
 
 
 def _as_float(input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,7 +78,7 @@ def bce(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def dice(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """MONAI soft Dice loss per class, averaged over all classes (absent ones included)."""
-    return _per_image(_MONAI_DICE(*_as_float(input, target)))
+    return _per_image(_monai("dice")(*_as_float(input, target)))
 
 
 def focal(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -74,14 +86,14 @@ def focal(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
     MONAI computes it in float32 whatever the input dtype.
     """
-    return _per_image(_MONAI_FOCAL(*_as_float(input, target)))
+    return _per_image(_monai("focal")(*_as_float(input, target)))
 
 
 def dicefocal(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The study's training loss: MONAI ``DiceFocalLoss(sigmoid=True)`` = ``dice`` + ``focal``."""
     # reduction="none" broadcasts the (N, C, 1, 1) Dice onto the (N, C, H, W) focal term, so
     # the mean over (C, H, W) is mean-over-classes Dice + mean-over-pixels focal
-    return _per_image(_MONAI_DICE_FOCAL(*_as_float(input, target)))
+    return _per_image(_monai("dicefocal")(*_as_float(input, target)))
 
 
 def dice_present(input: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
