@@ -40,7 +40,7 @@ def run(args) -> None:
     from advseg.datasets import PreparedData
     from advseg.devices import claim_device, set_threads
     from advseg.inference import predict_masks
-    from advseg.jobs import read_json, write_json
+    from advseg.jobs import read_json, write_json, write_npz
     from advseg.losses import get_loss
     from advseg.settings import from_mapping
     from advseg.tracking import Tracking, job_run
@@ -83,9 +83,9 @@ def run(args) -> None:
         adv_scores = metrics.slice_scores(adv_pred, masks)
         scores = {**identity, "attack": settings.method, "attack_loss": args.loss, **variant.__dict__,
                   "variant": variant.label, "eps": eps, "method_settings": method_settings,
-                  **_compare(clean_scores, adv_scores, class_names),
+                  **metrics.compare_scores(clean_scores, adv_scores, class_names),
                   **_perturbation_size(clean_inputs, adv_inputs), "loss_history": list(result.loss_history)}
-        _write_slices(args.out_dir / f"eps_{label}.slices.npz", class_names, clean_scores, adv_scores)
+        write_npz(args.out_dir / f"eps_{label}.slices.npz", metrics.slice_arrays(clean_scores, adv_scores, class_names))
         _write_example(args.out_dir / f"eps_{label}.example.npz", card["model"], eps, class_names, example_index,
                        images, masks, clean_pred, adv_inputs, adv_pred)
         write_json(args.out_dir / f"eps_{label}.json", scores)
@@ -123,46 +123,12 @@ def _grey_to_channels(images):
     return np.repeat(np.asarray(images, dtype=np.float32)[:, None], IN_CHANNELS, axis=1)
 
 
-def _compare(clean: dict, adv: dict, class_names: list[str]) -> dict:
-    """Clean and attacked scores under both Dice protocols, IoU, HD95 and NSD, and each diff."""
-    from advseg.metrics import relative_drop, summarize_slice_scores
-
-    clean_summary = summarize_slice_scores(clean, class_names)
-    adv_summary = summarize_slice_scores(adv, class_names)
-    compared = {}
-    for metric in ("dice", "dice_study", "iou", "hd95", "nsd"):
-        compared[f"clean_{metric}"] = clean_summary[metric]
-        compared[f"adv_{metric}"] = adv_summary[metric]
-    compared["diff"] = relative_drop(clean_summary["dice"], adv_summary["dice"])
-    compared["diff_dice_study"] = relative_drop(clean_summary["dice_study"], adv_summary["dice_study"])
-    compared["diff_iou"] = relative_drop(clean_summary["iou"], adv_summary["iou"])
-    for metric in ("dice", "hd95"):
-        compared[f"clean_{metric}_per_class"] = clean_summary[f"{metric}_per_class"]
-        compared[f"adv_{metric}_per_class"] = adv_summary[f"{metric}_per_class"]
-    compared["diff_per_class"] = {name: relative_drop(clean_summary["dice_per_class"][name],
-                                                      adv_summary["dice_per_class"][name]) for name in class_names}
-    compared["n_images"] = clean_summary["n_images"]
-    compared["n_images_study"] = clean_summary["n_images_study"]
-    return compared
-
-
 def _perturbation_size(inputs, adv_inputs) -> dict[str, float]:
     """The perturbation actually applied (after clamping): max |delta| and mean per-image L2 norm."""
     import numpy as np
 
     delta = (adv_inputs - inputs).reshape(len(inputs), -1)
     return {"linf": float(np.abs(delta).max()), "l2": float(np.linalg.norm(delta, axis=1).mean())}
-
-
-def _write_slices(path: Path, class_names, clean: dict, adv: dict) -> None:
-    import numpy as np
-
-    from advseg.jobs import write_npz
-
-    arrays = {"class_names": np.array(class_names), "has_organ": clean["has_organ"]}
-    for metric in ("dice", "iou", "hd95", "nsd", "dice_study"):
-        arrays[f"clean_{metric}"], arrays[f"adv_{metric}"] = clean[metric], adv[metric]
-    write_npz(path, arrays)
 
 
 def _write_example(path: Path, model: str, eps: float, class_names, index: int, images, masks, clean_pred,

@@ -37,7 +37,7 @@ def run(args) -> None:
     from advseg.devices import claim_device, set_threads
     from advseg.inference import predict_masks
     from advseg.jobs import read_json, write_json
-    from advseg.metrics import relative_drop, slice_scores, summarize_slice_scores
+    from advseg.metrics import relative_drop, slice_scores, summarize_scores
 
     card = read_json(args.card, ("arch", "encoder", "model", "fold", "seed", "class_names"))
     perturbations = [_load_perturbation(path, card["fold"]) for path in args.perturbations]
@@ -53,11 +53,11 @@ def run(args) -> None:
     rows = []
     with claim_device() as device:
         model.to(device)
-        clean = summarize_slice_scores(slice_scores(predict_masks(model, images, args.batch_size, device), masks),
+        clean = summarize_scores(slice_scores(predict_masks(model, images, args.batch_size, device), masks),
                                        class_names)
         for perturbation in perturbations:
             adv_inputs = replay(images, perturbation)
-            adv = summarize_slice_scores(slice_scores(
+            adv = summarize_scores(slice_scores(
                 predict_masks(model, adv_inputs, args.batch_size, device, model_input=True), masks), class_names)
             rows.append({"source_model": perturbation["source"], "target_model": card["model"],
                          **{key: perturbation[key] for key in IDENTITY if key != "source"},
