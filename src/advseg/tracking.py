@@ -803,3 +803,14 @@ def ui_command(config: str | None = None, port: int = 5000) -> str:
     if not _sqlite_path(uri).exists():
         raise ValueError(f"mlflow.tracking_uri: {_sqlite_path(uri)} does not exist yet: run the workflow first")
     return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port {port}"
+
+
+def ui_main(config: str | None = None, port: int = 5000) -> None:
+    """Entry for `make mlflow-ui`: the command on stdout, or one line on stderr and exit 1."""
+    import sys
+
+    try:
+        print(ui_command(config, port))
+    except ValueError as error:
+        print(f"make mlflow-ui: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
