@@ -6,7 +6,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 # rules call the `advseg` command, so the venv's bin must come first on PATH
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test bench lint report mlflow-ui clean
+.PHONY: setup run test bench lint report mlflow-ui mlflow-server clean
 
 setup: $(VENV)/.installed
 
@@ -39,10 +39,32 @@ report: setup
 	snakemake --report results/report.html
 
 # The UI opens on its GenAI view; the runs are under "Model training", or straight at the URL printed here.
+# It follows mlflow.tracking_uri of config.yaml (with CONFIG=my.yaml on top, as --configfile does).
+CONFIG       ?= config.yaml
+MLFLOW_PORT  ?= 5000
 mlflow-ui: setup
-	@test -f results/mlflow/tracking.json || { echo "no MLflow runs yet: run 'make run' first"; exit 1; }
-	@echo "Runs: http://127.0.0.1:5000/#/experiments/$$(python -c 'import json; print(json.load(open("results/mlflow/tracking.json"))["experiment_id"])')/runs"
-	mlflow ui --backend-store-uri sqlite:///results/mlflow.db --host 127.0.0.1 --port 5000
+	@cmd="$$(python -c 'from advseg.tracking import ui_main; ui_main("$(CONFIG)", $(MLFLOW_PORT))')" \
+		|| exit 1; test -z "$$cmd" || exec $$cmd
+
+# An MLflow server for runs from several machines: SQLite backend, artifacts proxied into results/.
+# Open it to cluster nodes with MLFLOW_HOST=0.0.0.0 MLFLOW_ALLOWED_HOSTS=<this host's name>:$(MLFLOW_PORT).
+MLFLOW_HOST          ?= 127.0.0.1
+MLFLOW_ALLOWED_HOSTS ?=
+MLFLOW_WORKERS       ?= 4
+MLFLOW_SERVER_DIR    ?= results/mlflow-server
+mlflow-server: setup
+	@mkdir -p $(MLFLOW_SERVER_DIR)/artifacts
+	@echo "MLflow server on http://$(MLFLOW_HOST):$(MLFLOW_PORT) (runs in $(MLFLOW_SERVER_DIR)/mlflow.db)."
+	@echo "Jobs log to it with, in config.yaml or your --configfile:"
+	@echo "  mlflow:"
+	@echo "    tracking_uri: http://$$(hostname):$(MLFLOW_PORT)   # http://127.0.0.1:$(MLFLOW_PORT) on this machine only"
+	@echo "Cluster nodes reach it only with MLFLOW_HOST=0.0.0.0 MLFLOW_ALLOWED_HOSTS=$$(hostname):$(MLFLOW_PORT)"
+	@echo "(there is no login: open it only on a trusted network). Runs logged while it is down:"
+	@echo "  advseg mlflow-sync --tracking results/mlflow/tracking.json"
+	mlflow server --backend-store-uri sqlite:///$(MLFLOW_SERVER_DIR)/mlflow.db \
+		--artifacts-destination $(MLFLOW_SERVER_DIR)/artifacts \
+		--host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers $(MLFLOW_WORKERS) \
+		$(if $(MLFLOW_ALLOWED_HOSTS),--allowed-hosts $(MLFLOW_ALLOWED_HOSTS))
 
 clean:
 	rm -rf results/*/ results/mlflow.db results/report.html .snakemake
