@@ -112,16 +112,13 @@ def log_aggregate_run(tracking_file: Path, params: dict, metrics: dict, artifact
     """Log the one MLflow "aggregate" run; every MLflow call of this step lives here."""
     import math
 
-    import mlflow
-
-    from advseg.tracking import Tracking, mlflow_run
+    from advseg.tracking import Tracking, job_run
 
     tracking = Tracking.load(tracking_file)
-    with mlflow_run(tracking, "aggregate", {"stage": "aggregate"}) as run:
-        mlflow.log_params({key: "" if value is None else value for key, value in params.items()})
-        finite = {key: float(value) for key, value in metrics.items() if not math.isnan(float(value))}
-        mlflow.log_metrics(finite)
+    with job_run(tracking, "aggregate", {"stage": "aggregate"}) as run:
+        run.log_params({key: "" if value is None else value for key, value in params.items()})
+        run.log_metrics({key: float(value) for key, value in metrics.items() if not math.isnan(float(value))})
         for folder, paths in artifacts.items():
             for path in paths:
-                mlflow.log_artifact(str(path), artifact_path=folder)
-        return run.info.run_id
+                run.log_artifact(path, artifact_path=folder)
+        return run.run_id
