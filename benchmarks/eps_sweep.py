@@ -80,11 +80,10 @@ def main() -> None:
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    data = prepare_dataset("mni152", image_size=args.image_size, folds=10, fold=0)
-    (val_x, val_y), (train_x, train_y) = data.split("val"), data.split("train")
-    chosen = slice(0, args.n_images or None)           # validation slices first, then training
-    images = torch.from_numpy(np.concatenate([val_x, train_x])[chosen]).to(device)
-    masks = torch.from_numpy(np.concatenate([val_y, train_y])[chosen]).to(device)
+    data = prepare_dataset("mni152", image_size=args.image_size)
+    chosen = slice(0, args.n_images or None)
+    images = torch.from_numpy(np.ascontiguousarray(data.images[chosen])).to(device)
+    masks = torch.from_numpy(np.ascontiguousarray(data.masks[chosen])).to(device)
 
     model = build_model(args.arch, args.encoder, classes=masks.shape[1]).to(device).eval()
     print(f"device {device}, torch threads {torch.get_num_threads()}, "

@@ -1,20 +1,232 @@
-"""FGSM for segmentation, with the gradient shared across an epsilon sweep.
+"""Adversarial attacks on sigmoid segmentation models: FGSM, PGD, SegPGD and CosPGD.
 
-FGSM (Goodfellow et al. 2015) moves each pixel by eps in the direction that raises
-the loss: ``x_adv = clamp(x + eps * sign(grad_x L), 0, 1)``. The sign does not depend
-on eps, so a sweep over E epsilons needs one backward pass and E forward passes.
+All four share one L∞ loop (:func:`attack_sweep`): it owns eval mode, the device, the
+[0, 1] intensity clamp, the projection onto the eps-ball, random starts, restarts and the
+choice of the iterate kept per image. A method contributes only its objective (the
+per-image loss whose input gradient is followed) and its defaults. FGSM is PGD's one-step
+case (no random start, alpha = eps); because its gradient does not depend on eps, an eps
+sweep takes it once per batch (one backward, E forwards).
+
+Sigmoid (multi-label) adaptation of SegPGD and CosPGD, which were published for softmax
+models: every (class, pixel) is its own binary decision with p = sigmoid(z), prediction
+1[z > 0], correctness m = 1[prediction == y] and base loss the element-wise
+BCE-with-logits. These two methods always use that BCE, whatever the attack loss name;
+the name matters for ``fgsm`` and ``pgd``.
+
+Kept iterate: per image, among the iterates after each step of every restart, the one
+whose thresholded prediction has the lowest Dice (mean over classes, smoothing 1e-5 as in
+the study's per-slice score: an empty class predicted empty scores 1). Among equal Dice
+the later iterate wins, so when Dice never changes the result is plain PGD's last iterate.
+
+Losses are per image and summed over the batch, and random starts are drawn per image
+from a generator seeded by (seed, restart, image index): results do not depend on the
+batch size.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Mapping
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from advseg.losses import PerImageLoss
-from advseg.models import as_model_input
+from advseg.inference import batch_slices
+from advseg.losses import PerImageLoss, get_loss
+from advseg.models import IN_CHANNELS, as_model_input
 
-METHODS = ("fgsm",)
+METHODS = ("fgsm", "pgd", "segpgd", "cospgd")
+STEPS = ("standard", "study")
+LOSS_ARGUMENT_ORDERS = ("standard", "study")
+INPUTS = ("grey", "channels")
+# The study called BCE the right way round (BCEWithLogitsLoss()(logits, mask)) and swapped
+# the arguments of its training loss only; loss_argument_order=study swaps every other name.
+STANDARD_ORDER_LOSSES = ("bce",)
+DICE_SMOOTHING = 1e-5
+
+# objective(logits, masks, step, steps) -> (N,) per-image loss; step counts from 1
+Objective = Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor]
+StepCallback = Callable[[float, int, float], None]
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """One attack configuration (config keys ``attack.<method>.*``, ``attack.step|loss_argument_order|input``).
+
+    ``alpha`` is the step size as a fraction of eps: 0.25 with 10 steps is 2.5·eps/steps, the
+    usual PGD choice that lets a pixel cross the ball and back. FGSM ignores steps, alpha,
+    random_start and restarts (it is one step of size eps from the clean image); restarts
+    repeat only with a random start (without one they would be identical).
+    """
+
+    method: str = "fgsm"
+    steps: int = 10
+    alpha: float = 0.25
+    random_start: bool = True
+    restarts: int = 1
+    step: str = "standard"
+    loss_argument_order: str = "standard"
+    input: str = "grey"
+
+    def validate(self) -> "AttackSettings":
+        """Raise a ValueError naming the config key of the first bad value; return self."""
+        if self.method not in METHODS:
+            raise ValueError(f"attack.methods: unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
+        key = f"attack.{self.method}"
+        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) or self.steps < 1:
+            raise ValueError(f"{key}.steps: {self.steps!r} must be an integer >= 1")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) \
+                or not math.isfinite(self.alpha) or self.alpha <= 0:
+            raise ValueError(f"{key}.alpha: {self.alpha!r} must be a number > 0 (a fraction of eps)")
+        if not isinstance(self.random_start, (bool, np.bool_)):
+            raise ValueError(f"{key}.random_start: {self.random_start!r} must be true or false")
+        if isinstance(self.restarts, bool) or not isinstance(self.restarts, (int, np.integer)) or self.restarts < 1:
+            raise ValueError(f"{key}.restarts: {self.restarts!r} must be an integer >= 1")
+        for name, value, choices in (("step", self.step, STEPS),
+                                     ("loss_argument_order", self.loss_argument_order, LOSS_ARGUMENT_ORDERS),
+                                     ("input", self.input, INPUTS)):
+            if value not in choices:
+                raise ValueError(f"attack.{name}: unknown value {value!r}; choose one of: {', '.join(choices)}")
+        if self.step == "study" and self.method != "fgsm":
+            raise ValueError(f"attack.step: 'study' ((1 - eps)·x + eps·sign(g)) is defined for fgsm only, "
+                             f"not for {self.method}")
+        return self
+
+    @classmethod
+    def from_config(cls, method: str, options: Mapping | None = None, **variant) -> "AttackSettings":
+        """Settings from a config's ``attack.<method>`` mapping plus variant keys (step, loss_argument_order,
+        input); unknown keys are an error naming them. The result is validated."""
+        options = dict(options or {})
+        allowed = ("steps", "alpha", "random_start", "restarts")
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ValueError(f"attack.{method}: unknown option(s) {', '.join(unknown)}; "
+                             f"choose from: {', '.join(allowed)}")
+        return cls(method=method, **options, **variant).validate()
+
+    def effective(self) -> "AttackSettings":
+        """What actually runs: FGSM as 1 step of alpha 1 (= eps) without random start; 1 restart without one."""
+        if self.method == "fgsm":
+            return replace(self, steps=1, alpha=1.0, random_start=False, restarts=1)
+        if not self.random_start:
+            return replace(self, restarts=1)
+        return self
+
+    @property
+    def variant(self) -> str:
+        """``standard``, or step-order-input (e.g. ``study-study-channels``) when any option differs."""
+        parts = (self.step, self.loss_argument_order, self.input)
+        return "standard" if parts == ("standard", "standard", "grey") else "-".join(parts)
+
+    def method_settings(self) -> dict:
+        """The effective hyper-parameters, for the attack job's JSON (``method_settings``)."""
+        effective = asdict(self.effective())
+        return {key: effective[key] for key in ("steps", "alpha", "random_start", "restarts")}
+
+
+@dataclass
+class SweepResult:
+    """One eps of a sweep. Arrays are NumPy, on the CPU, row i = image i.
+
+    - ``adv_inputs``: (N, 3, H, W) float32 in [0, 1], the model input of the kept iterate. With
+      ``input=grey`` it is a read-only broadcast view of the grey slices (no 3× copy).
+    - ``adv_pred``: (N, C, H, W) uint8, the model's thresholded prediction on ``adv_inputs``.
+    - ``clean_pred``: (N, C, H, W) uint8, the prediction on the clean images (same for every eps).
+    - ``loss_history``: mean objective per step (over images and restarts), at the iterate the
+      step starts from; empty for FGSM.
+    """
+
+    eps: float
+    adv_inputs: np.ndarray
+    adv_pred: np.ndarray
+    clean_pred: np.ndarray
+    loss_history: list[float]
+
+
+# --- per-method objectives ---------------------------------------------------------------
+
+
+def named_loss_objective(loss_name: str, loss_argument_order: str = "standard") -> Objective:
+    """The attack loss by name (fgsm, pgd); with order ``study`` a training loss is called
+    ``loss(mask, logits)`` as the reference code did (sigmoid on the mask, logits as target)."""
+    loss: PerImageLoss = get_loss(loss_name)
+    swapped = loss_argument_order == "study" and loss_name not in STANDARD_ORDER_LOSSES
+
+    def objective(logits, masks, step, steps):
+        if swapped:
+            return loss(masks.to(logits.dtype), logits)
+        return loss(logits, masks)
+    return objective
+
+
+def _elementwise_bce(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, masks.to(logits.dtype), reduction="none")
+
+
+def segpgd_lambda(step: int, steps: int) -> float:
+    """SegPGD's weight of the wrongly classified elements at step t = 1..T: (t - 1) / (2T)."""
+    return (step - 1) / (2 * steps)
+
+
+def segpgd_objective(logits: torch.Tensor, masks: torch.Tensor, step: int, steps: int) -> torch.Tensor:
+    """SegPGD for sigmoid outputs: per image mean over (class, pixel) of
+    [(1 - λ_t)·m·BCE + λ_t·(1 - m)·BCE], m = 1[1[z > 0] == y] without gradient. Early steps
+    push the still-correct elements over the boundary; later ones weigh the flipped ones more."""
+    lam = segpgd_lambda(step, steps)
+    correct = ((logits.detach() > 0) == (masks > 0.5)).to(logits.dtype)
+    weight = (1 - lam) * correct + lam * (1 - correct)
+    return (weight * _elementwise_bce(logits, masks)).flatten(1).mean(1)
+
+
+def cospgd_weights(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """CosPGD's weight for sigmoid outputs: cos([p, 1-p], [y, 1-y]) = p_y / sqrt(p² + (1-p)²),
+    p = sigmoid(z), p_y the probability of the true label; no gradient. (A cosine over the
+    class vector is undefined on pixels where no class is present, hence the binary pair.)"""
+    p = logits.detach().sigmoid()
+    p_true = torch.where(masks > 0.5, p, 1 - p)
+    return p_true / torch.sqrt(p * p + (1 - p) * (1 - p))
+
+
+def cospgd_objective(logits: torch.Tensor, masks: torch.Tensor, step: int, steps: int) -> torch.Tensor:
+    """CosPGD for sigmoid outputs: per image mean over (class, pixel) of w·BCE; elements still
+    predicted confidently right weigh most, those already flipped fade out."""
+    return (cospgd_weights(logits, masks) * _elementwise_bce(logits, masks)).flatten(1).mean(1)
+
+
+# method -> builder(loss_name, loss_argument_order) -> objective
+OBJECTIVES: dict[str, Callable[[str, str], Objective]] = {
+    "fgsm": named_loss_objective,
+    "pgd": named_loss_objective,
+    "segpgd": lambda loss_name, order: segpgd_objective,
+    "cospgd": lambda loss_name, order: cospgd_objective,
+}
+
+
+def attack_objective(settings: AttackSettings, loss_name: str) -> Objective:
+    return OBJECTIVES[settings.method](loss_name, settings.loss_argument_order)
+
+
+# --- steps -----------------------------------------------------------------------------
+
+
+def fgsm(images: torch.Tensor, grad_sign: torch.Tensor, eps: float) -> torch.Tensor:
+    """One FGSM step of size eps, kept in the valid intensity range [0, 1]."""
+    return (images + eps * grad_sign.to(images.dtype)).clamp(0.0, 1.0)
+
+
+def study_step(images: torch.Tensor, grad_sign: torch.Tensor, eps: float) -> torch.Tensor:
+    """The study's FGSM step, ``(1 - eps)·x + eps·sign(g)`` clamped to [0, 1]. It also scales the
+    image down, so |delta| = eps·|sign(g) - x| can reach 2·eps (a bright pixel pushed down)."""
+    return ((1 - eps) * images + eps * grad_sign.to(images.dtype)).clamp(0.0, 1.0)
+
+
+def project(candidate: torch.Tensor, images: torch.Tensor, eps: float) -> torch.Tensor:
+    """Into the L∞ ball of radius eps around images, then into [0, 1]. Clamping to x ± eps (rather
+    than clamping delta and adding it back) keeps a step of exactly eps bit-identical to FGSM."""
+    return torch.minimum(torch.maximum(candidate, images - eps), images + eps).clamp(0.0, 1.0)
 
 
 def gradient_sign(model: nn.Module, images: torch.Tensor, masks: torch.Tensor,
@@ -30,12 +242,174 @@ def gradient_sign(model: nn.Module, images: torch.Tensor, masks: torch.Tensor,
     return grad.sign().to(torch.int8), logits.detach()
 
 
-def fgsm(images: torch.Tensor, grad_sign: torch.Tensor, eps: float) -> torch.Tensor:
-    """One FGSM step of size eps, kept in the valid intensity range [0, 1]."""
-    return (images + eps * grad_sign.to(images.dtype)).clamp(0.0, 1.0)
+def image_dice(pred: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """(N,) Dice of binary predictions per image, mean over classes, smoothing 1e-5 (empty vs empty = 1)."""
+    pred, truth = pred.flatten(2).to(torch.float64), (masks > 0.5).flatten(2).to(torch.float64)
+    intersection = (pred * truth).sum(2)
+    return ((2 * intersection + DICE_SMOOTHING) / (pred.sum(2) + truth.sum(2) + DICE_SMOOTHING)).mean(1)
+
+
+def random_start_noise(indices: range, shape: tuple[int, ...], seed: int, restart: int,
+                       dtype: torch.dtype) -> torch.Tensor:
+    """U(-1, 1) noise per image, drawn from a generator seeded by (seed, restart, image index):
+    an image's start never depends on which images share its batch. Scaled by eps per eps."""
+    noise = torch.empty((len(indices), *shape), dtype=torch.float64)
+    for row, index in enumerate(indices):
+        state = np.random.SeedSequence([seed, restart, index]).generate_state(2, dtype=np.uint64)
+        generator = torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+        noise[row] = torch.rand(shape, generator=generator, dtype=torch.float64)
+    return (2 * noise - 1).to(dtype)
+
+
+# --- the sweep -------------------------------------------------------------------------
+
+
+def attack_sweep(model: nn.Module, images, masks, loss_name: str, epsilons: list[float],
+                 settings: AttackSettings, seed: int = 0, on_step: StepCallback | None = None,
+                 batch_size: int = 32) -> dict[float, SweepResult]:
+    """Attack every image at every eps; see the module docstring for the rules.
+
+    ``images`` (N, H, W) grey slices in [0, 1] and ``masks`` (N, C, H, W), NumPy or torch. The
+    attack runs on the device of the model's parameters, in their dtype, in eval mode (the
+    model's mode and its parameters' ``requires_grad`` are restored afterwards).
+    ``on_step(eps, step, mean_loss)`` is called for each step of each eps once the eps is done
+    (e.g. to log the loss curve as a metric history). ``batch_size`` changes speed and memory,
+    never the result.
+    """
+    settings.validate()
+    epsilons = [float(eps) for eps in epsilons]
+    bad = [eps for eps in epsilons if not 0 <= eps <= 1]
+    if bad:
+        raise ValueError(f"attack.epsilons: {bad} outside [0, 1]")
+    if batch_size < 1:
+        raise ValueError(f"batch_size: {batch_size} must be >= 1")
+    images, masks = torch.as_tensor(images), torch.as_tensor(masks)
+    if images.ndim != 3 or masks.ndim != 4 or len(images) != len(masks) or images.shape[1:] != masks.shape[2:]:
+        raise ValueError(f"images {tuple(images.shape)} and masks {tuple(masks.shape)}: expected (N, H, W) "
+                         f"and (N, C, H, W) of the same N, H, W")
+    objective = attack_objective(settings, loss_name)
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
+
+    was_training = model.training
+    needed_grad = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    model.requires_grad_(False)  # only the input needs a gradient
+    try:
+        parts = _run_batches(model, images, masks, objective, epsilons, settings.effective(), seed,
+                             batch_size, device, dtype)
+    finally:
+        model.train(was_training)
+        for p, flag in zip(model.parameters(), needed_grad):
+            p.requires_grad_(flag)
+
+    clean_pred = np.concatenate(parts["clean_pred"])
+    results = {}
+    for eps in epsilons:
+        adversarial = np.concatenate(parts["adv"][eps])
+        if settings.input == "grey":
+            adversarial = np.broadcast_to(adversarial[:, None], (len(adversarial), IN_CHANNELS, *adversarial.shape[1:]))
+        history = [total / len(images) for total in parts["history"][eps]]
+        if on_step is not None:
+            for step, value in enumerate(history, start=1):
+                on_step(eps, step, value)
+        results[eps] = SweepResult(eps=eps, adv_inputs=adversarial, adv_pred=np.concatenate(parts["pred"][eps]),
+                                   clean_pred=clean_pred, loss_history=history)
+    return results
+
+
+def _run_batches(model, images, masks, objective, epsilons, settings, seed, batch_size, device, dtype) -> dict:
+    """Per batch: clean prediction, then each eps (FGSM: one shared gradient). Outputs on the CPU."""
+    to_model = as_model_input if settings.input == "grey" else (lambda x: x)
+    parts = {"clean_pred": [], "adv": {eps: [] for eps in epsilons}, "pred": {eps: [] for eps in epsilons},
+             "history": {eps: [0.0] * (0 if settings.method == "fgsm" else settings.steps) for eps in epsilons}}
+    for rows in batch_slices(len(images), batch_size):
+        x = images[rows].to(device=device, dtype=dtype)
+        if settings.input == "channels":
+            x = as_model_input(x).contiguous()
+        y = masks[rows].to(device=device, dtype=dtype)
+        if settings.method == "fgsm":
+            clean_logits, grad = _logits_and_gradient(model, to_model, x, y, objective, 1, 1)
+            sign = grad.sign()
+            take_step = study_step if settings.step == "study" else fgsm
+            for eps in epsilons:
+                adversarial = take_step(x, sign, eps)
+                with torch.no_grad():
+                    prediction = model(to_model(adversarial)) > 0
+                _keep(parts, eps, adversarial, prediction)
+        else:
+            with torch.no_grad():
+                clean_logits = model(to_model(x))
+            for eps in epsilons:
+                adversarial, prediction, history = _pgd(model, to_model, x, y, objective, eps, settings, seed,
+                                                        range(rows.start, rows.stop))
+                _keep(parts, eps, adversarial, prediction)
+                for step, total in enumerate(history):
+                    parts["history"][eps][step] += total
+        parts["clean_pred"].append((clean_logits > 0).to(torch.uint8).cpu().numpy())
+    return parts
+
+
+def _keep(parts, eps, adversarial, prediction) -> None:
+    parts["adv"][eps].append(adversarial.detach().to(torch.float32).cpu().numpy())
+    parts["pred"][eps].append(prediction.to(torch.uint8).cpu().numpy())
+
+
+def _logits_and_gradient(model, to_model, x, masks, objective, step, steps, totals=None):
+    """Forward with the input's gradient; the batch loss is the sum of per-image losses."""
+    x = x.detach().requires_grad_(True)
+    logits = model(to_model(x))
+    loss = objective(logits, masks, step, steps)
+    if totals is not None:
+        totals.append(float(loss.detach().sum()))
+    (grad,) = torch.autograd.grad(loss.sum(), x)
+    return logits.detach(), grad
+
+
+def _pgd(model, to_model, x, masks, objective, eps, settings, seed, indices):
+    """All restarts of the PGD loop for one batch at one eps: the kept iterate, its prediction,
+    and per step the summed objective (averaged over restarts)."""
+    step_size = settings.alpha * eps
+    best = best_pred = best_dice = None
+    history = np.zeros(settings.steps)
+
+    def consider(iterate, logits):
+        nonlocal best, best_pred, best_dice
+        prediction = logits > 0
+        dice = image_dice(prediction, masks)
+        if best is None:
+            best, best_pred, best_dice = iterate.clone(), prediction, dice
+            return
+        better = dice <= best_dice
+        best[better], best_pred[better], best_dice[better] = iterate[better], prediction[better], dice[better]
+
+    for restart in range(settings.restarts):
+        adversarial = x
+        if settings.random_start:
+            noise = random_start_noise(indices, tuple(x.shape[1:]), seed, restart, x.dtype).to(x.device)
+            adversarial = (x + eps * noise).clamp(0.0, 1.0)
+        totals: list[float] = []
+        for step in range(1, settings.steps + 1):
+            logits, grad = _logits_and_gradient(model, to_model, adversarial, masks, objective, step,
+                                                settings.steps, totals)
+            if step > 1:  # the forward at iterate step-1 also scores it
+                consider(adversarial, logits)
+            adversarial = project(adversarial.detach() + step_size * grad.sign(), x, eps)
+        with torch.no_grad():
+            consider(adversarial, model(to_model(adversarial)))
+        history += np.asarray(totals) / settings.restarts
+    return best, best_pred, history.tolist()
 
 
 def perturbation_size(images: np.ndarray, adv_images: np.ndarray) -> dict[str, float]:
-    """The perturbation actually applied (after clamping): max |delta| and mean per-image L2 norm."""
-    delta = (adv_images - images).reshape(len(images), -1)
+    """The perturbation actually applied (after clamping): max |delta| and mean per-image L2 norm.
+
+    ``images`` (N, H, W); ``adv_images`` (N, H, W) grey, or (N, 3, H, W) model inputs, compared with
+    the grey slice copied to each channel (L2 then over all three channels: pass
+    ``adv_inputs[:, 0]`` of a grey attack for the grey slice's norm).
+    """
+    if adv_images.ndim == images.ndim + 1:
+        images = images[:, None]
+    delta = (adv_images - images).reshape(len(adv_images), -1)
     return {"linf": float(np.abs(delta).max()), "l2": float(np.linalg.norm(delta, axis=1).mean())}
