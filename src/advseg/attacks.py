@@ -34,14 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advseg.config import METHODS, VARIANT_CHOICES, Variant
 from advseg.inference import batch_slices
 from advseg.losses import PerImageLoss, get_loss
 from advseg.models import IN_CHANNELS, as_model_input
 
-METHODS = ("fgsm", "pgd", "segpgd", "cospgd")
-STEPS = ("standard", "study")
-LOSS_ARGUMENT_ORDERS = ("standard", "study")
-INPUTS = ("grey", "channels")
+STEPS = VARIANT_CHOICES["step"]
+LOSS_ARGUMENT_ORDERS = VARIANT_CHOICES["loss_argument_order"]
+INPUTS = VARIANT_CHOICES["input"]
 # The study called BCE the right way round (BCEWithLogitsLoss()(logits, mask)) and swapped
 # the arguments of its training loss only; loss_argument_order=study swaps every other name.
 STANDARD_ORDER_LOSSES = ("bce",)
@@ -118,8 +118,7 @@ class AttackSettings:
     @property
     def variant(self) -> str:
         """``standard``, or step-order-input (e.g. ``study-study-channels``) when any option differs."""
-        parts = (self.step, self.loss_argument_order, self.input)
-        return "standard" if parts == ("standard", "standard", "grey") else "-".join(parts)
+        return Variant(self.step, self.loss_argument_order, self.input).label
 
     def method_settings(self) -> dict:
         """The effective hyper-parameters, for the attack job's JSON (``method_settings``)."""

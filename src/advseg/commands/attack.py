@@ -32,14 +32,12 @@ def add_arguments(parser) -> None:
 
 def run(args) -> None:
     import numpy as np
-    import torch
 
     from advseg import attacks, metrics
     from advseg.checkpoints import load_model
     from advseg.config import Variant
     from advseg.datasets import PreparedData
     from advseg.devices import claim_device, set_threads
-    from advseg.inference import predict_masks
     from advseg.jobs import read_json, write_json, write_npz
     from advseg.losses import get_loss
     from advseg.settings import from_mapping
@@ -47,9 +45,8 @@ def run(args) -> None:
 
     settings = from_mapping(attacks.AttackSettings, args.settings, "attack")
     settings.validate()
-    variant = Variant(settings.step, settings.loss_argument_order, settings.input)
-    method_settings = ({} if settings.method == "fgsm" else
-                       {key: getattr(settings, key) for key in ("steps", "alpha", "random_start", "restarts")})
+    variant = Variant(settings.step, settings.loss_argument_order, settings.input)  # the label and its parts
+    method_settings = settings.method_settings()
     get_loss(args.loss)
     epsilons = {label: _parse_eps(label) for label in args.epsilons}
     if args.transfer_eps not in epsilons:
@@ -62,13 +59,9 @@ def run(args) -> None:
     set_threads(args.threads)
 
     with claim_device() as device:
-        model.to(device)
-        clean_pred = predict_masks(model, images, args.batch_size, device)
-        results = attacks.attack_sweep(model, torch.from_numpy(np.asarray(images)),
-                                       torch.from_numpy(np.asarray(masks)), args.loss, list(epsilons.values()),
+        results = attacks.attack_sweep(model.to(device), images, masks, args.loss, list(epsilons.values()),
                                        settings, seed=card["seed"], batch_size=args.batch_size)
-        adv_preds = {eps: predict_masks(model, result.adv_inputs, args.batch_size, device, model_input=True)
-                     for eps, result in results.items()}
+    clean_pred = next(iter(results.values())).clean_pred
     clean_scores = metrics.slice_scores(clean_pred, masks)
     identity = {key: card[key] for key in ("model", "arch", "encoder", "params", "fold", "seed")}
     run_tags = {"stage": "attack", "model": card["model"], "arch": card["arch"], "encoder": card["encoder"],
@@ -78,8 +71,8 @@ def run(args) -> None:
     clean_inputs = _grey_to_channels(images)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for label, eps in epsilons.items():
-        result, adv_pred = results[eps], adv_preds[eps]
-        adv_inputs = result.adv_inputs.numpy()
+        result, adv_pred = results[eps], results[eps].adv_pred
+        adv_inputs = result.adv_inputs
         adv_scores = metrics.slice_scores(adv_pred, masks)
         scores = {**identity, "attack": settings.method, "attack_loss": args.loss, **variant.__dict__,
                   "variant": variant.label, "eps": eps, "method_settings": method_settings,
@@ -102,7 +95,7 @@ def run(args) -> None:
                  variant.label, args.loss, label, scores["clean_dice"], scores["adv_dice"], scores["diff"])
     transfer_eps = epsilons[args.transfer_eps]
     _write_transfer(args.out_dir / "transfer.npz", identity, settings, variant, args.loss, transfer_eps,
-                    clean_inputs, results[transfer_eps].adv_inputs.numpy())
+                    clean_inputs, results[transfer_eps].adv_inputs)
 
 
 def _parse_eps(label: str) -> float:
