@@ -1,5 +1,8 @@
 """advseg.losses against MONAI, segmentation-models-pytorch, torch and hand arithmetic.
 
+advseg.losses writes MONAI's losses out instead of importing MONAI; here MONAI is the
+reference for their values and gradients.
+
 Also the properties the attacks rely on: one value per image that does not depend on the
 other images of the batch, and a gradient through either argument (the study's swapped
 call ``loss(mask, logits)``).
@@ -8,6 +11,10 @@ call ``loss(mask, logits)``).
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import monai
 import pytest
@@ -153,27 +160,67 @@ def test_batch_loss_is_the_stack_of_each_images_loss(name):
 
 # --- the study's swapped call: loss(mask, logits) -----------------------------------------
 
-def test_swapped_dicefocal_equals_monai_and_has_its_gradient():
-    logits, masks = logits_and_masks(3, seed=3)
-    logits_ours = logits.clone().requires_grad_(True)
-    logits_monai = logits.clone().requires_grad_(True)
-    ours = losses.get_loss("dicefocal")(masks.float(), logits_ours)
-    reference = monai.losses.DiceFocalLoss(sigmoid=True)(masks.float(), logits_monai)
-    assert ours.shape == (3,)
-    torch.testing.assert_close(ours.mean().double(), reference.double(), rtol=1e-6, atol=1e-6)
-    ours.mean().backward()
-    reference.backward()
-    assert logits_ours.grad.abs().sum() > 0
-    torch.testing.assert_close(logits_ours.grad, logits_monai.grad, rtol=1e-5, atol=1e-9)
+MONAI = {
+    "dice": monai.losses.DiceLoss(sigmoid=True),
+    "focal": monai.losses.FocalLoss(),
+    "dicefocal": monai.losses.DiceFocalLoss(sigmoid=True),
+}
 
 
-@pytest.mark.parametrize("name", ["dice", "focal"])
-def test_swapped_monai_terms_equal_monai(name):
-    reference = {"dice": monai.losses.DiceLoss(sigmoid=True), "focal": monai.losses.FocalLoss()}[name]
-    logits, masks = logits_and_masks(1, seed=4)
-    ours = losses.get_loss(name)(masks.float(), logits)
-    torch.testing.assert_close(ours[0].double(), reference(masks.float(), logits).double(),
-                               rtol=1e-6, atol=1e-6)
+def random_case(shape, dtype, seed, masks_are="random"):
+    """Logits and masks of ``shape``; masks random (last class absent when there are 2+), or all empty."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = 3 * torch.randn(shape, generator=generator, dtype=torch.float64)
+    masks = (torch.rand(shape, generator=generator, dtype=torch.float64) > 0.5).double()
+    if masks_are == "empty":
+        masks.zero_()
+    elif shape[1] > 1:
+        masks[:, -1] = 0
+    return logits.to(dtype), masks.to(dtype)
+
+
+CASES = {
+    "2x3x16x16": ((2, 3, 16, 16), torch.float64, "random"),
+    "3x2x7x5 float32": ((3, 2, 7, 5), torch.float32, "random"),
+    "1x1x1x1": ((1, 1, 1, 1), torch.float64, "random"),
+    "4x3x1x1": ((4, 3, 1, 1), torch.float64, "random"),
+    "2x3x9x9 empty": ((2, 3, 9, 9), torch.float64, "empty"),
+    "2x2x8x8 float32 empty": ((2, 2, 8, 8), torch.float32, "empty"),
+}
+
+
+@pytest.mark.parametrize("swapped", [False, True], ids=["loss(logits,mask)", "loss(mask,logits)"])
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("name", sorted(MONAI))
+def test_values_and_gradients_equal_monai_per_image(name, case, swapped):
+    """Each image's value is MONAI's batch-reduced loss of that image alone; so are the gradients
+    with respect to both arguments, in the standard and the study's swapped argument order."""
+    shape, dtype, masks_are = CASES[case]
+    logits, masks = random_case(shape, dtype, seed=sorted(CASES).index(case), masks_are=masks_are)
+    arguments = (masks, logits) if swapped else (logits, masks)
+    ours_in = [a.clone().requires_grad_(True) for a in arguments]
+    monai_in = [a.clone().requires_grad_(True) for a in arguments]
+    ours = losses.get_loss(name)(*ours_in)
+    reference = torch.stack([MONAI[name](monai_in[0][i:i + 1], monai_in[1][i:i + 1]) for i in range(shape[0])])
+    assert ours.shape == (shape[0],) and ours.dtype == reference.dtype  # MONAI's focal is float32
+    torch.testing.assert_close(ours.double(), reference.double(), rtol=1e-6, atol=1e-7)
+    ours_grads = torch.autograd.grad(ours.sum(), ours_in)
+    monai_grads = torch.autograd.grad(reference.sum(), monai_in)
+    for ours_grad, monai_grad in zip(ours_grads, monai_grads):
+        assert ours_grad.dtype == dtype and torch.isfinite(ours_grad).all()
+        torch.testing.assert_close(ours_grad, monai_grad, rtol=1e-6, atol=1e-9)
+
+
+def test_losses_do_not_import_monai():
+    """``import monai`` costs seconds of CPU in every workflow process."""
+    code = ("import sys, torch, advseg.losses as L\n"
+            "x, y = torch.randn(2, 3, 4, 4), (torch.rand(2, 3, 4, 4) > 0.5).float()\n"
+            "[loss(x, y) for loss in L.LOSSES.values()]\n"
+            "print('monai' in sys.modules)")
+    src = str(Path(losses.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert result.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize("name", sorted(losses.LOSSES))

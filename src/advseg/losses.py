@@ -16,9 +16,14 @@ Two Dice semantics, named so the difference is visible:
 - ``dice_present``, ``dicefocal_present`` (segmentation-models-pytorch's multilabel
   ``DiceLoss``): a class absent from the truth contributes 0, whatever is predicted.
 
-``focal`` is MONAI's ``FocalLoss`` (gamma 2, no alpha), the mean over pixels and classes;
-``bce`` is the binary cross-entropy with logits, the same mean. For a batch of one image
-each value equals the library's batch-reduced loss (``tests/test_losses.py``).
+``focal`` is MONAI's ``FocalLoss`` (sigmoid, gamma 2, no alpha), the mean over pixels and
+classes; ``bce`` is the binary cross-entropy with logits, the same mean. For a batch of one
+image each value equals the library's batch-reduced loss, value and gradient, in either
+argument order (``tests/test_losses.py``).
+
+The MONAI losses are written out here, with MONAI 1.6's arithmetic step for step, rather
+than called: ``import monai`` loads all of MONAI (and mlflow), about 6 s of CPU in every
+training and attack process. MONAI stays the reference in the tests.
 
 Under mixed precision call the losses with float32 logits (training does
 ``loss(logits.float(), masks)``): the Dice pixel sums overflow float16 at 224x224. Half
@@ -27,7 +32,6 @@ precision inputs are promoted to float32 here as well.
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Callable
 
 import torch
@@ -37,23 +41,6 @@ PerImageLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 SMOOTH = 1e-5  # MONAI's default smooth_nr and smooth_dr, as in the study
 GAMMA = 2.0
-
-
-@cache
-def _monai(name: str) -> torch.nn.Module:
-    """MONAI's loss with the study's settings and no reduction, built on first use.
-
-    ``import monai`` loads all of MONAI's subpackages (seconds of CPU), so only processes that
-    compute a MONAI loss pay for it.
-    """
-    from monai.losses import DiceFocalLoss, DiceLoss, FocalLoss
-
-    if name == "dice":
-        return DiceLoss(sigmoid=True, include_background=True, smooth_nr=SMOOTH, smooth_dr=SMOOTH, reduction="none")
-    if name == "focal":
-        return FocalLoss(include_background=True, gamma=GAMMA, reduction="none")
-    return DiceFocalLoss(sigmoid=True, include_background=True, smooth_nr=SMOOTH, smooth_dr=SMOOTH, gamma=GAMMA,
-                         reduction="none")
 
 
 def _as_float(input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,9 +63,29 @@ def bce(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return _per_image(F.binary_cross_entropy_with_logits(input, target, reduction="none"))
 
 
+def _monai_dice(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MONAI ``DiceLoss(sigmoid=True)`` per image and class, ``(N, C)``, in MONAI's operation order."""
+    probs = input.sigmoid()
+    pixels = list(range(2, input.dim()))
+    tp = (probs * target).sum(pixels)
+    fp = probs.sum(pixels) - tp
+    fn = target.sum(pixels) - tp
+    # = sum(p) + sum(t) + SMOOTH, kept in MONAI's form so that the swapped call (logits as
+    # target, sums that can cancel) rounds as MONAI does
+    return 1 - (2 * tp + SMOOTH) / (2 * (tp + 0.5 * fp + 0.5 * fn) + SMOOTH)
+
+
+def _monai_focal(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MONAI ``FocalLoss()`` per pixel and class (its sigmoid path, float32 as in MONAI)."""
+    input, target = input.float(), target.float()
+    bce = input - input * target - F.logsigmoid(input)
+    log_one_minus_pt = F.logsigmoid(-input * (target * 2 - 1))
+    return (log_one_minus_pt * GAMMA).exp() * bce
+
+
 def dice(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """MONAI soft Dice loss per class, averaged over all classes (absent ones included)."""
-    return _per_image(_monai("dice")(*_as_float(input, target)))
+    return _monai_dice(*_as_float(input, target)).mean(1)
 
 
 def focal(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -86,14 +93,12 @@ def focal(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
     MONAI computes it in float32 whatever the input dtype.
     """
-    return _per_image(_monai("focal")(*_as_float(input, target)))
+    return _per_image(_monai_focal(*_as_float(input, target)))
 
 
 def dicefocal(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The study's training loss: MONAI ``DiceFocalLoss(sigmoid=True)`` = ``dice`` + ``focal``."""
-    # reduction="none" broadcasts the (N, C, 1, 1) Dice onto the (N, C, H, W) focal term, so
-    # the mean over (C, H, W) is mean-over-classes Dice + mean-over-pixels focal
-    return _per_image(_monai("dicefocal")(*_as_float(input, target)))
+    return dice(input, target) + focal(input, target)
 
 
 def dice_present(input: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
