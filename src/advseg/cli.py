@@ -7,8 +7,11 @@ imported only when called, so light steps do not pay for importing torch.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
+import traceback
 
 STEPS = {
     "download": "prepare a dataset's slices, split and masks",
@@ -25,6 +28,8 @@ STEPS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="advseg", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, print the full traceback too (also: ADVSEG_DEBUG=1)")
     steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)
@@ -39,12 +44,37 @@ def main(argv: list[str] | None = None) -> int:
     from advseg.jobs import setup_logging
 
     setup_logging()
+    debug = args.debug or os.environ.get("ADVSEG_DEBUG") == "1"
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"advseg {args.step}: error: {error}", file=sys.stderr)
+    except Exception as error:  # noqa: BLE001 - every failure ends in one line a user can act on
+        if debug or not isinstance(error, EXPECTED_ERRORS):
+            traceback.print_exc(file=sys.stderr)
+        print(f"advseg {args.step}: error: {explain(error)}", file=sys.stderr)
         return 1
     return 0
+
+
+EXPECTED_ERRORS = (ValueError, OSError)
+OS_ADVICE = {
+    errno.ENOSPC: "free disk space (or point results_dir elsewhere) and rerun",
+    errno.EDQUOT: "free disk space within your quota and rerun",
+    errno.EROFS: "results_dir is on a read-only file system: point it at a writable folder",
+    errno.EACCES: "make it readable/writable for you, or point results_dir at a folder you own",
+    errno.EFBIG: "the file outgrew a size limit (ulimit -f); raise it and rerun",
+}
+
+
+def explain(error: BaseException) -> str:
+    """One line: what failed, which file, what to do. Unexpected errors say where the traceback is."""
+    if isinstance(error, ValueError):
+        return str(error)
+    if isinstance(error, OSError):
+        where = f"{error.filename}: " if error.filename else ""
+        advice = OS_ADVICE.get(error.errno, "check the path and rerun")
+        return f"{where}{error.strerror or error}; {advice}"
+    return (f"unexpected {type(error).__name__}: {error} (the traceback is above, in this job's log; "
+            "please report it)")
 
 
 if __name__ == "__main__":
