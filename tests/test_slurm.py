@@ -89,7 +89,10 @@ def submitted_job_ids(output: str) -> list[str]:
 
 
 def job_headers(output: str) -> tuple[list[str], list[str]]:
-    """Rules of the jobs this run started: submitted to SLURM, and run locally (e.g. `all`)."""
+    """Rules of the jobs this run started: submitted to SLURM, and run locally (e.g. `all`).
+
+    Only for a run without failures: a failed job's shown SLURM log repeats its header.
+    """
     return re.findall(r"^rule (\w+):$", output, re.M), re.findall(r"^localrule (\w+):$", output, re.M)
 
 
@@ -129,9 +132,6 @@ def test_a_failed_slurm_job_fails_the_workflow_and_shows_its_log(runs):
     assert len(failed) == 1 + retries, f"one try and {retries} retries of the failing job: {failed}"
     # the job's step (srun) exits 1 when the Snakemake job inside it fails
     assert all(job["JobState"] == "FAILED" and job["ExitCode"] != "0:0" for job in failed), failed
-    remote, local = job_headers(output)
-    assert remote.count(FAILING_STEP) == 1 + retries
-    assert len(records) == len(remote), "one SLURM job per Snakemake job started"
 
 
 def test_the_rerun_completes_every_job_on_slurm(runs):
@@ -151,11 +151,10 @@ def test_as_many_slurm_jobs_as_snakemake_jobs(runs):
     second = runs["second"].stderr + runs["second"].stdout
     retries = yaml.safe_load(PROFILE.read_text())["retries"]
     records = records_of(runs["jobs"], first)
-    remote, _ = job_headers(first)
     _, local = job_headers(second)  # local jobs (the target rule) run once everything else is done
     assert total_jobs(first) == len(records) - retries + len(local), "every job but local ones went to SLURM"
     done = [job for job in records if job["JobState"] == "COMPLETED"]
-    assert len(done) == len(remote) - remote.count(FAILING_STEP)
+    assert len(done) == len(records) - (1 + retries)
     assert all(job["ExitCode"] == "0:0" and job["Partition"] == "debug" for job in done)
 
 
