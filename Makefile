@@ -68,3 +68,9 @@ mlflow-server: setup
 
 clean:
 	rm -rf results/*/ results/mlflow.db results/report.html .snakemake
+
+# The SLURM integration test alone: a one-node cluster on localhost runs the tiny workflow
+# through profiles/slurm (needs root, slurm-wlm and munge: .ci/install-slurm installs them).
+.PHONY: slurm-test
+slurm-test: setup
+	pytest tests/test_slurm.py
