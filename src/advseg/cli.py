@@ -46,7 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     debug = args.debug or os.environ.get("ADVSEG_DEBUG") == "1"
     try:
-        args.run(args)
+        if args.step in GPU_STEPS:
+            from advseg.devices import claim_gpu
+
+            with claim_gpu():  # before any data is read or CUDA starts: the job sees only its GPU
+                args.run(args)
+        else:
+            args.run(args)
     except Exception as error:  # noqa: BLE001 - every failure ends in one line a user can act on
         if debug or not isinstance(error, EXPECTED_ERRORS):
             traceback.print_exc(file=sys.stderr)
@@ -55,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+GPU_STEPS = {"train", "checkpoint", "attack", "transfer"}  # the rules that declare gpu=1
 EXPECTED_ERRORS = (ValueError, OSError)
 OS_ADVICE = {
     errno.ENOSPC: "free disk space (or point results_dir elsewhere) and rerun",
