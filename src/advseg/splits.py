@@ -17,11 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import GroupKFold
 
 
 def group_kfold_validation(groups: np.ndarray, n_splits: int, fold: int, key: str = "data.folds") -> np.ndarray:
     """Boolean mask of the slices of fold ``fold`` of GroupKFold(n_splits) over ``groups``."""
+    from sklearn.model_selection import GroupKFold  # only download splits: jobs opening data skip sklearn
+
     if not 0 <= fold < n_splits:
         raise ValueError(f"data.folds_to_run: fold {fold} is not in [0, {n_splits})")
     n_groups = len(np.unique(groups))
