@@ -326,6 +326,13 @@ def test_a_corrupt_resume_file_starts_over(data, tmp_path, caplog):
     assert saved_state(path)["epoch"] == 2
 
 
+def test_a_resume_state_lacking_keys_starts_over(data, tmp_path, caplog):
+    path = tmp_path / "state.pt"
+    torch.save({"fingerprint": fingerprint(data), "epoch": 1}, path)
+    assert started_over(data, path, caplog)
+    assert "lacks device, model" in caplog.text
+
+
 def test_resume_fingerprint_covers_settings_data_model_classes_precision(prepared, data):
     base = fingerprint(data)
     assert base == fingerprint(open_fold(prepared, 0))

@@ -89,6 +89,10 @@ def resume_fingerprint(settings: TrainingSettings, data: PreparedFold, arch: str
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
+STATE_KEYS = ("epoch", "device", "model", "optimizer", "schedule", "scaler", "generator", "torch_rng", "cuda_rng",
+              "best_state", "best_epoch", "best_inner_val_dice", "history")
+
+
 @dataclass
 class ResumeFile:
     """The resume state of one training, read once: ``state`` is None when training starts over."""
@@ -108,7 +112,11 @@ class ResumeFile:
                 log.warning("%s: unreadable resume state (%s); starting over", path, error)
             else:
                 saved = state.get("fingerprint") if isinstance(state, dict) else None
-                if saved != fingerprint:
+                missing = [key for key in STATE_KEYS if saved == fingerprint and key not in state]
+                if missing:
+                    log.warning("%s: resume state lacks %s; starting over", path, ", ".join(missing))
+                    state = None
+                elif saved != fingerprint:
                     log.warning("%s: saved with other training settings, data, split, model or precision "
                                 "(%s, now %s); starting over", path, saved, fingerprint)
                     state = None
