@@ -4,7 +4,8 @@ Generates a prepared directory (default 20 000 slices at 224x224, 3 classes: abo
 arrays, written chunk by chunk so the generator never holds them) and measures, each in a
 fresh subprocess, the peak resident memory (``resource.getrusage(...).ru_maxrss``) of:
 
-* ``baseline``: Python with torch and advseg imported, nothing read;
+* ``baseline``: Python with torch and advseg imported, nothing read (the column "before
+  data" gives every scenario's own peak after its imports and model, before any data);
 * ``attack``: what an attack job touches: open one fold, copy its held-out slices into a
   tensor, run a forward pass of a model over them and score the predictions against the masks;
 * ``train``: a training loop: batches streamed from the prepared arrays, forward, backward,
@@ -94,25 +95,28 @@ def measure(scenario: str, directory: Path, model_name: str, batch_size: int, tr
         return plan(n, size) if scenario == "train" else [slice(s, min(s + size, n)) for s in range(0, n, size)]
 
     torch.set_num_threads(1)
+    classes = len(json.loads((directory / "prepared.json").read_text())["class_names"])
+    model = build(model_name, classes) if scenario in ("attack", "train") else None
+    before_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # imports and model
     started = time.perf_counter()
     touched = 0
     if scenario != "baseline":
         fold = open_fold(directory, 0)
     if scenario == "attack":
-        images, masks = fold.val_slices()
-        inputs = torch.from_numpy(np.array(images))  # the attack perturbs a writable copy
-        model = build(model_name, len(fold.class_names)).eval()
+        images, masks = fold.val_slices()  # one writable copy in memory
+        inputs = torch.from_numpy(images)
+        model.eval()
         n = len(inputs) if forward_limit is None else min(forward_limit, len(inputs))
-        predictions = np.zeros(masks.shape, dtype=np.uint8)
+        overlap = np.zeros((len(masks), masks.shape[1]), dtype=np.int64)  # per-slice, per-class scores
         with torch.no_grad():
             for start in range(0, n, batch_size):
                 logits = model(as_model_input(inputs[start:start + batch_size]))
-                predictions[start:start + len(logits)] = (logits > 0).numpy()
-        intersection = (predictions & np.asarray(masks)).sum()  # scoring reads every mask
+                predicted = (logits > 0).numpy()
+                overlap[start:start + len(logits)] = (predicted & masks[start:start + len(logits)]).sum((2, 3))
+        overlap[n:] = masks[n:].sum((2, 3))  # every mask is read, also past --forward-limit
         touched = images.nbytes + masks.nbytes
-        assert intersection >= 0
     elif scenario == "train":
-        model = build(model_name, len(fold.class_names)).train()
+        model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         order = np.random.default_rng(0).permutation(len(fold.train))
         for batch in plan_batches(len(order), batch_size)[:train_steps]:
@@ -138,7 +142,7 @@ def measure(scenario: str, directory: Path, model_name: str, batch_size: int, tr
             touched += images.nbytes + masks.nbytes
     return {"scenario": scenario, "model": model_name if scenario in ("attack", "train") else "-",
             "touched_mb": touched / 2 ** 20, "seconds": time.perf_counter() - started,
-            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "before_data_mb": before_data, "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def run_in_subprocess(scenario: str, args) -> dict:
@@ -177,12 +181,12 @@ def main() -> None:
                   f"{time.perf_counter() - started:.0f} s; fold 0: {meta['fold_splits']['0']}")
         total = sum(path.stat().st_size for path in args.dir.rglob("*.npy")) / 2 ** 20
         print(f"prepared arrays on disk: {total:,.0f} MB\n")
-        print(f"| scenario | model | data touched (MB) | peak RSS (MB) | seconds |")
-        print(f"|---|---|---:|---:|---:|")
+        print("| scenario | model | data touched (MB) | peak RSS before data (MB) | peak RSS (MB) | seconds |")
+        print("|---|---|---:|---:|---:|---:|")
         for scenario in args.scenarios.split(","):
             row = run_in_subprocess(scenario, args)
-            print(f"| {row['scenario']} | {row['model']} | {row['touched_mb']:,.0f} | {row['max_rss_mb']:,.0f} "
-                  f"| {row['seconds']:.1f} |", flush=True)
+            print(f"| {row['scenario']} | {row['model']} | {row['touched_mb']:,.0f} | {row['before_data_mb']:,.0f} "
+                  f"| {row['max_rss_mb']:,.0f} | {row['seconds']:.1f} |", flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(args.dir, ignore_errors=True)

@@ -66,8 +66,10 @@ def test_arrays_and_folds_round_trip(data, written):
         meta_sizes = opened.meta["fold_splits"][str(k)]
         assert meta_sizes["train"] == len(split.train) and meta_sizes["dropped_by_guard"] == split.dropped
         images, masks = fold.val_slices()
-        assert isinstance(images, np.memmap) and not images.flags.writeable
+        assert images.flags.writeable and not isinstance(images, np.memmap)
         assert np.array_equal(images, data.images[split.val]) and np.array_equal(masks, data.masks[split.val])
+        assert isinstance(fold.val_images, np.memmap) and not fold.val_images.flags.writeable
+        assert np.array_equal(fold.val_images, images) and np.array_equal(fold.val_masks, masks)
         inner_images, inner_masks = fold.inner_val_slices()
         assert np.array_equal(inner_images, data.images[split.inner_val])
         assert np.array_equal(inner_masks, data.masks[split.inner_val])

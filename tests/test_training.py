@@ -130,7 +130,7 @@ class Unreadable:
 
 
 def test_training_streams_batches_and_never_reads_the_held_out_slices(data, uninterrupted, monkeypatch):
-    blind = dataclasses.replace(data, val_images=Unreadable(), val_masks=Unreadable())
+    blind = dataclasses.replace(data, val_image_rows=Unreadable(), val_mask_rows=Unreadable())
     reads = []
     real_read = type(data.data.image_rows).read
 

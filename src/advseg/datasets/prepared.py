@@ -274,17 +274,18 @@ class _NpyRows:
 class PreparedFold:
     """One outer fold: streamed training slices, the inner validation set, the held-out slices.
 
-    ``train``, ``inner_val`` and ``val`` are sorted row indices into the prepared arrays;
-    ``val_images``/``val_masks`` are the held-out slices (row i = ``val[i]``) memory-mapped
-    read-only from their contiguous copy: they are what attack jobs load, and only them.
+    ``train``, ``inner_val`` and ``val`` are sorted row indices into the prepared arrays.
+    The held-out slices (row i = ``val[i]``), the ones attack jobs load and nothing else,
+    come from their own contiguous copy: :meth:`val_slices` reads them into memory,
+    ``val_images``/``val_masks`` map them read-only for a job that needs only a few.
     """
     data: PreparedData
     fold: int
     train: np.ndarray
     inner_val: np.ndarray
     val: np.ndarray
-    val_images: np.ndarray
-    val_masks: np.ndarray
+    val_image_rows: _NpyRows
+    val_mask_rows: _NpyRows
     fingerprint: str
 
     @property
@@ -294,6 +295,14 @@ class PreparedFold:
     @property
     def image_size(self) -> int:
         return self.data.image_size
+
+    @property
+    def val_images(self) -> np.ndarray:
+        return self.val_image_rows.load(mmap=True)
+
+    @property
+    def val_masks(self) -> np.ndarray:
+        return self.val_mask_rows.load(mmap=True)
 
     def read_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Images and masks of prepared rows, copied into memory (no memory map kept)."""
@@ -307,7 +316,13 @@ class PreparedFold:
         return self.read_rows(self.inner_val)
 
     def val_slices(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.val_images, self.val_masks
+        """The held-out images (n_val, H, W) and masks (n_val, C, H, W), one writable copy in memory.
+
+        Read with plain file reads rather than through a memory map, so that a job that
+        copies them into a tensor does not hold them twice.
+        """
+        rows = np.arange(len(self.val))
+        return self.val_image_rows.read(rows), self.val_mask_rows.read(rows)
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "inner_val": len(self.inner_val), "val": len(self.val)}
@@ -395,9 +410,8 @@ class PreparedData:
             raise ValueError(f"{where}: its index files do not match {self.directory / META} "
                              f"(changed after download?); rerun 'advseg download'")
         size = self.image_size
-        val_images = _NpyRows(where / "val_images.npy", (len(split.val), size, size), np.float32).load(mmap=True)
-        val_masks = _NpyRows(where / "val_masks.npy", (len(split.val), len(self.class_names), size, size),
-                             np.uint8).load(mmap=True)
+        val_images = _NpyRows(where / "val_images.npy", (len(split.val), size, size), np.float32)
+        val_masks = _NpyRows(where / "val_masks.npy", (len(split.val), len(self.class_names), size, size), np.uint8)
         return PreparedFold(self, fold, split.train, split.inner_val, split.val, val_images, val_masks,
                             fingerprint)
 
