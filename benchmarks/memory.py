@@ -2,7 +2,7 @@
 
 Generates a prepared directory (default 20 000 slices at 224x224, 3 classes: about 7 GB of
 arrays, written chunk by chunk so the generator never holds them) and measures, each in a
-fresh subprocess, the peak resident memory (``resource.getrusage(...).ru_maxrss``) of:
+fresh subprocess, the peak resident memory of:
 
 * ``baseline``: Python with torch and advseg imported, nothing read (the column "before
   data" gives every scenario's own peak after its imports and model, before any data);
@@ -15,6 +15,11 @@ fresh subprocess, the peak resident memory (``resource.getrusage(...).ru_maxrss`
   stay mapped into the process and count as resident);
 * ``load-all`` (not run by default): every image and mask read into memory, as a job did
   when the prepared data was a single file.
+
+Peak RSS is the process's high-water mark, ``VmHWM`` of /proc/self/status on Linux. Not
+``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries that over fork and exec, so a job started
+by a large process (a test runner, the generator) reports its parent's peak. Elsewhere
+getrusage is the fallback.
 
 Run: ``PYTHONPATH=src python benchmarks/memory.py --dir /tmp/advseg-memory`` (``--help``: options).
 The directory is deleted afterwards unless ``--keep``. Check free disk space first
@@ -62,6 +67,18 @@ def generate(directory: Path, slices: int, size: int, folds: int, slices_per_vol
                                  folds_to_run=[0], guard=2)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB (see the module docstring)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
 def tiny_model():
     import torch
 
@@ -97,7 +114,7 @@ def measure(scenario: str, directory: Path, model_name: str, batch_size: int, tr
     torch.set_num_threads(1)
     classes = len(json.loads((directory / "prepared.json").read_text())["class_names"])
     model = build(model_name, classes) if scenario in ("attack", "train") else None
-    before_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # imports and model
+    before_data = peak_rss_mb()  # imports and model
     started = time.perf_counter()
     touched = 0
     if scenario != "baseline":
@@ -142,7 +159,7 @@ def measure(scenario: str, directory: Path, model_name: str, batch_size: int, tr
             touched += images.nbytes + masks.nbytes
     return {"scenario": scenario, "model": model_name if scenario in ("attack", "train") else "-",
             "touched_mb": touched / 2 ** 20, "seconds": time.perf_counter() - started,
-            "before_data_mb": before_data, "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "before_data_mb": before_data, "max_rss_mb": peak_rss_mb()}
 
 
 def run_in_subprocess(scenario: str, args) -> dict:

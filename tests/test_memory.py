@@ -3,7 +3,7 @@
 Two prepared datasets with the same number of held-out slices, the second with more than
 ten times the training slices. The attack-style job of benchmarks/memory.py (open a fold,
 copy its held-out slices, forward pass, scoring) runs in a fresh subprocess on each, and
-its peak resident memory (getrusage) is compared. A job that reads every slice, as one did
+its peak resident memory (VmHWM, see the benchmark's docstring for why not getrusage) is compared. A job that reads every slice, as one did
 when the prepared data was one file, shows the growth: that proves the measurement sees it.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 BENCHMARK = Path(__file__).parents[1] / "benchmarks" / "memory.py"
-SIZE = 32  # 7 bytes a pixel: the larger dataset holds 10100 slices, 72 MB
+SIZE = 48  # 7 bytes a pixel: the larger dataset holds 10100 slices, 163 MB
 
 
 def load_benchmark():
@@ -54,9 +54,9 @@ def test_attack_job_memory_does_not_grow_with_the_training_slices(datasets):
     small_sizes, large_sizes = small["fold_splits"]["0"], large["fold_splits"]["0"]
     assert small_sizes["val"] == large_sizes["val"] == 100
     assert large_sizes["train"] >= 10 * small_sizes["train"]
-    growth_of_data_mb = (large["n_slices"] - small["n_slices"]) * SIZE * SIZE * 7 / 2 ** 20  # about 66 MB
+    growth_of_data_mb = (large["n_slices"] - small["n_slices"]) * SIZE * SIZE * 7 / 2 ** 20  # about 150 MB
     attack_small, attack_large = data_rss_mb("attack", small_dir), data_rss_mb("attack", large_dir)
     assert attack_large - attack_small < 15, (attack_small, attack_large)
     # the control: reading every slice grows with the data, and the measurement shows it
     load_small, load_large = data_rss_mb("load-all", small_dir), data_rss_mb("load-all", large_dir)
-    assert load_large - load_small > 0.8 * growth_of_data_mb, (load_small, load_large)
+    assert load_large - load_small > 0.5 * growth_of_data_mb, (load_small, load_large)
