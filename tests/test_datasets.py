@@ -1,27 +1,28 @@
-"""The MNI152 slices (from the template inside nilearn) and the prepared-dataset file."""
+"""The MNI152 slices (from the template inside nilearn), SliceDataset and the data settings."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from advseg.datasets import DATASETS, SliceDataset, prepare_dataset
+from advseg.datasets import DATASETS, DataSettings, SliceDataset, prepare_dataset
 from advseg.datasets import mni152
+from advseg.splits import fold_split
 
 SIZE, THICKNESS, GUARD = 32, 8, 2
 
 
 @pytest.fixture(scope="module")
 def data() -> SliceDataset:
-    return mni152.prepare(image_size=SIZE, folds=10, fold=0, slab_thickness=THICKNESS, guard=GUARD)
+    return mni152.prepare(image_size=SIZE, slab_thickness=THICKNESS)
 
 
 def tiny(n: int = 6, classes: int = 2) -> SliceDataset:
     rng = np.random.default_rng(0)
     images = rng.random((n, 8, 8), dtype=np.float32)
     masks = (rng.random((n, classes, 8, 8)) > 0.5).astype(np.uint8)
-    is_val = np.arange(n) < 2
-    return SliceDataset(images, masks, is_val, np.arange(n) // 2, tuple(f"c{i}" for i in range(classes)))
+    return SliceDataset(images, masks, np.arange(n) // 2, np.zeros(n, np.int64), np.arange(n),
+                        tuple(f"c{i}" for i in range(classes)))
 
 
 # --- mni152 -----------------------------------------------------------------------------
@@ -73,102 +74,45 @@ def test_mni152_orientation_rows_are_anterior_to_posterior(data):
     assert anterior_up > 0.98 and anterior_up > anterior_down + 0.05
 
 
-def test_mni152_split_keeps_slabs_apart(data):
-    assert data.is_val.any() and (~data.is_val).any()
-    val_groups, train_groups = set(data.groups[data.is_val]), set(data.groups[~data.is_val])
-    assert not val_groups & train_groups
-    assert len(val_groups) >= 1 and len(train_groups) >= 8
-    # slices are kept in position order, so slabs appear as contiguous runs
-    assert np.all(np.diff(data.groups) >= 0)
-    counts = {int(group): int((data.groups == group).sum()) for group in np.unique(data.groups)}
-    assert max(counts.values()) <= THICKNESS
-    # positions are not stored; the guard shows in the training slabs next to a validation
-    # slab, which lose the GUARD slices nearest to it (full slabs hold THICKNESS slices)
-    neighbours = {g + step for g in val_groups for step in (-1, 1)} & train_groups
-    assert neighbours
-    for group in neighbours:
-        if group in (min(counts), max(counts)):
-            continue  # an end slab may be partial for other reasons
-        assert counts[group] == THICKNESS - GUARD, (group, counts)
+def test_mni152_groups_volumes_positions(data):
+    n = len(data.images)
+    assert data.volumes.tolist() == [0] * n  # one template volume
+    assert np.all(np.diff(data.positions) > 0)  # axial slice indices, in order
+    # the template has 189 axial slices; the near-empty ones at both ends are dropped
+    assert data.positions.min() > 0 and data.positions.max() < 188
+    assert np.array_equal(data.groups, (data.positions - data.positions.min()) // THICKNESS)
+    counts = np.bincount(data.groups)
+    assert counts[:-1].tolist() == [THICKNESS] * (len(counts) - 1)  # full slabs but perhaps the last
 
 
-def test_mni152_guard_zero_keeps_more_training_slices():
-    wide = mni152.prepare(image_size=16, folds=10, fold=0, slab_thickness=THICKNESS, guard=0)
-    assert not set(wide.groups[wide.is_val]) & set(wide.groups[~wide.is_val])
-    counts = np.bincount(wide.groups)
-    assert counts[1:-1].min() == THICKNESS  # no slices dropped next to validation slabs
+def test_mni152_default_fold_split_keeps_slabs_apart_with_a_guard(data):
+    split = fold_split(data.groups, data.volumes, data.positions, 10, 0, GUARD)
+    val_groups, inner_groups, train_groups = (set(data.groups[rows]) for rows in
+                                              (split.val, split.inner_val, split.train))
+    assert not val_groups & train_groups and not inner_groups & train_groups and not val_groups & inner_groups
+    assert len(val_groups) >= 1 and len(inner_groups) >= 1 and len(train_groups) >= 8
+    # no training slice within GUARD positions of a held-out or inner-validation slice
+    for row in split.train:
+        for others in (split.val, split.inner_val):
+            assert np.abs(data.positions[others] - data.positions[row]).min() > GUARD
+    assert split.dropped > 0
 
 
 def test_prepare_dataset_by_name():
     assert "mni152" in DATASETS
     with pytest.raises(ValueError, match=r"data\.name.*mni152"):
         prepare_dataset("brats")
+    with pytest.raises(ValueError, match=r"data\.mni152: unknown option\(s\) guard"):
+        prepare_dataset("mni152", image_size=32, guard=2)  # the guard belongs to the split (data.guard)
 
 
 # --- SliceDataset -----------------------------------------------------------------------
 
 
-def test_save_load_round_trip(data, tmp_path):
-    path = tmp_path / "sub" / "prepared.npz"
-    data.save(path)
-    assert path.is_file()
-    loaded = SliceDataset.load(path)
-    for field in ("images", "masks", "is_val", "groups"):
-        original, copy = getattr(data, field), getattr(loaded, field)
-        assert copy.dtype == original.dtype and np.array_equal(copy, original), field
-    assert loaded.class_names == data.class_names and isinstance(loaded.class_names, tuple)
-
-
-def test_save_keeps_the_given_name(tmp_path):
-    path = tmp_path / "prepared.data"
-    tiny().save(path)
-    assert path.is_file() and not (tmp_path / "prepared.data.npz").exists()
-    assert np.array_equal(SliceDataset.load(path).images, tiny().images)
-
-
-def test_load_missing_file_names_it(tmp_path):
-    path = tmp_path / "absent.npz"
-    with pytest.raises(ValueError) as error:
-        SliceDataset.load(path)
-    assert str(path) in str(error.value)
-
-
-def test_load_non_npz_names_it(tmp_path):
-    path = tmp_path / "notes.npz"
-    path.write_text("these are not arrays\n")
-    with pytest.raises(ValueError) as error:
-        SliceDataset.load(path)
-    assert str(path) in str(error.value)
-
-
-def test_load_truncated_npz_names_it(tmp_path):
-    good = tmp_path / "good.npz"
-    tiny().save(good)
-    path = tmp_path / "truncated.npz"
-    path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(ValueError) as error:
-        SliceDataset.load(path)
-    assert str(path) in str(error.value)
-
-
-def test_load_npz_lacking_fields_names_it_and_them(tmp_path):
-    path = tmp_path / "partial.npz"
-    with open(path, "wb") as handle:
-        np.savez(handle, images=np.zeros((2, 4, 4), np.float32), groups=np.arange(2))
-    with pytest.raises(ValueError) as error:
-        SliceDataset.load(path)
-    message = str(error.value)
-    assert str(path) in message
-    for field in ("masks", "is_val", "class_names"):
-        assert field in message
-
-
-def test_split():
+def test_slice_dataset_keeps_its_fields():
     dataset = tiny()
-    val_images, val_masks = dataset.split("val")
-    train_images, train_masks = dataset.split("train")
-    assert np.array_equal(val_images, dataset.images[:2]) and np.array_equal(val_masks, dataset.masks[:2])
-    assert np.array_equal(train_images, dataset.images[2:]) and np.array_equal(train_masks, dataset.masks[2:])
+    assert dataset.image_size == 8
+    assert dataset.groups.tolist() == [0, 0, 1, 1, 2, 2] and dataset.positions.tolist() == list(range(6))
 
 
 @pytest.mark.parametrize("change", [
@@ -176,14 +120,52 @@ def test_split():
     pytest.param(lambda d: {**d, "masks": d["masks"][:, :, :4]}, id="mask-size"),
     pytest.param(lambda d: {**d, "masks": d["masks"][:-1]}, id="mask-count"),
     pytest.param(lambda d: {**d, "images": d["images"][:, :, :, None]}, id="image-ndim"),
-    pytest.param(lambda d: {**d, "is_val": d["is_val"][:-1]}, id="is_val-length"),
-    pytest.param(lambda d: {**d, "groups": d["groups"][:, None]}, id="groups-shape"),
-    pytest.param(lambda d: {**d, "is_val": np.zeros_like(d["is_val"])}, id="no-validation"),
-    pytest.param(lambda d: {**d, "is_val": np.ones_like(d["is_val"])}, id="no-training"),
+    pytest.param(lambda d: {**d, "images": d["images"][:, :4], "masks": d["masks"][:, :, :4]}, id="not-square"),
+    pytest.param(lambda d: {**d, "groups": d["groups"][:-1]}, id="groups-length"),
+    pytest.param(lambda d: {**d, "volumes": d["volumes"][:, None]}, id="volumes-shape"),
+    pytest.param(lambda d: {**d, "positions": d["positions"].astype(float)}, id="positions-float"),
+    pytest.param(lambda d: {**d, "positions": np.zeros(6, int)}, id="repeated-position"),
+    pytest.param(lambda d: {**d, "positions": d["positions"] - 1}, id="negative-position"),
+    pytest.param(lambda d: {k: (v[:0] if k != "class_names" else v) for k, v in d.items()}, id="empty"),
 ])
 def test_mismatched_fields_are_rejected(change):
     good = tiny()
-    fields = {"images": good.images, "masks": good.masks, "is_val": good.is_val, "groups": good.groups,
-              "class_names": good.class_names}
+    fields = {"images": good.images, "masks": good.masks, "groups": good.groups, "volumes": good.volumes,
+              "positions": good.positions, "class_names": good.class_names}
     with pytest.raises(ValueError):
         SliceDataset(**change(fields))
+
+
+def test_same_position_in_two_volumes_is_fine():
+    good = tiny()
+    SliceDataset(good.images, good.masks, good.groups, np.arange(6) % 2, np.arange(6) // 2, good.class_names)
+
+
+# --- DataSettings (the config's data section) ---------------------------------------------
+
+
+def test_data_settings_defaults_and_values():
+    default = DataSettings.from_mapping({})
+    assert (default.name, default.image_size, default.folds, default.folds_to_run, default.guard) == \
+        ("mni152", 64, 10, (0,), 2)
+    chosen = DataSettings.from_mapping('{"name": "uwmadison", "folds": 5, "folds_to_run": [4, 1], "guard": 0,'
+                                       ' "uwmadison": {"root": "/data"}, "mni152": {"slab_thickness": 4}}')
+    assert chosen.folds_to_run == (4, 1) and chosen.guard == 0 and chosen.options == {"root": "/data"}
+
+
+@pytest.mark.parametrize("values, key", [
+    ({"fold": 0}, r"data: unknown key\(s\) fold"),
+    ({"name": "brats"}, r"data\.name"),
+    ({"folds_to_run": []}, r"data\.folds_to_run"),
+    ({"folds_to_run": [10]}, r"data\.folds_to_run: 10 "),
+    ({"folds_to_run": [1, 1]}, r"data\.folds_to_run:.*repeats"),
+    ({"folds_to_run": 0}, r"data\.folds_to_run"),
+    ({"folds": 1}, r"data\.folds"),
+    ({"guard": -1}, r"data\.guard"),
+    ({"guard": True}, r"data\.guard"),
+    ({"image_size": "64"}, r"data\.image_size"),
+    ({"mni152": [1]}, r"data\.mni152"),
+])
+def test_data_settings_errors_name_the_key(values, key):
+    with pytest.raises(ValueError, match=key):
+        DataSettings.from_mapping(values)

@@ -19,13 +19,15 @@ import pytest
 import yaml
 from PIL import Image
 
-from advseg.datasets import SliceDataset, prepare_dataset, uwmadison
+from advseg.datasets import PreparedData, SliceDataset, prepare_dataset, uwmadison
 from advseg.datasets.slices import resize_slices, scale_by_max
 
 SIZE = 32
 SCHEMA = Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml"
-# scan -> (width, height): landscape and portrait slices; case7_day0 is excluded by default
-SCANS = {(7, 0): (20, 14), (7, 1): (20, 14), (12, 0): (20, 14), (30, 2): (20, 14), (30, 5): (18, 24)}
+# scan -> (width, height); case7_day0 and case81_day30 are excluded by default
+SCANS = {(7, 0): (20, 14), (7, 1): (20, 14), (12, 0): (20, 14), (30, 2): (20, 14), (30, 5): (18, 24),
+         (81, 30): (20, 14)}
+DEFAULT_EXCLUDED = {(7, 0), (81, 30)}
 SLICE_NUMBERS = (1, 2, 5)  # slice 1: every organ, slice 2: stomach only, slice 5: nothing labelled
 # class -> rectangle as fractions (top, bottom, left, right) of the slice: off-centre, not square
 RECTANGLES = {"large_bowel": (0.1, 0.4, 0.15, 0.6), "small_bowel": (0.5, 0.9, 0.7, 0.9),
@@ -102,7 +104,7 @@ def fixture(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data(fixture) -> SliceDataset:
-    return uwmadison.prepare(image_size=SIZE, folds=3, fold=0, root=fixture[0])
+    return uwmadison.prepare(image_size=SIZE, root=fixture[0])
 
 
 @pytest.fixture
@@ -166,7 +168,7 @@ def test_parse_slice_path():
 
 
 def test_prepare_shapes_and_ranges(data):
-    n = 4 * len(SLICE_NUMBERS)  # five scans less case7_day0
+    n = 4 * len(SLICE_NUMBERS)  # six scans less case7_day0 and case81_day30
     assert data.images.shape == (n, SIZE, SIZE) and data.images.dtype == np.float32
     assert data.masks.shape == (n, 3, SIZE, SIZE) and data.masks.dtype == np.uint8
     assert data.class_names == ("large_bowel", "small_bowel", "stomach")
@@ -176,11 +178,14 @@ def test_prepare_shapes_and_ranges(data):
 
 def test_prepare_matches_the_hand_made_slices_in_order(fixture, data):
     root, truth = fixture
-    keys = sorted(key for key in truth if key[:2] != (7, 0))  # case7_day0 excluded, case7_day1 kept
+    keys = sorted(key for key in truth if key[:2] not in DEFAULT_EXCLUDED)  # case7_day1 kept
     images, masks = expected(truth, keys)
     assert np.allclose(data.images, images, atol=1e-6)
     assert np.array_equal(data.masks, masks)
     assert data.groups.tolist() == [case for case, _, _ in keys]
+    scans = sorted({key[:2] for key in keys})  # (7, 1), (12, 0), (30, 2), (30, 5): numbered 0..3
+    assert data.volumes.tolist() == [scans.index(key[:2]) for key in keys]
+    assert data.positions.tolist() == [number for _, _, number in keys]
 
 
 def test_mask_lands_where_the_rectangle_was(data):
@@ -196,35 +201,47 @@ def test_mask_lands_where_the_rectangle_was(data):
 
 
 def test_column_order_misreads_row_major_codes(fixture, data):
-    column = uwmadison.prepare(image_size=SIZE, folds=3, fold=0, root=fixture[0], rle_order="column")
+    column = uwmadison.prepare(image_size=SIZE, root=fixture[0], rle_order="column")
     assert np.array_equal(column.images, data.images)
     assert not np.array_equal(column.masks, data.masks)
 
 
 def test_exclude_is_an_option(fixture, data):
     root, truth = fixture
-    everything = uwmadison.prepare(image_size=SIZE, folds=3, fold=0, root=root, exclude=())
-    assert len(everything.images) == len(data.images) + len(SLICE_NUMBERS)
+    everything = uwmadison.prepare(image_size=SIZE, root=root, exclude=())
+    assert len(everything.images) == len(data.images) + 2 * len(SLICE_NUMBERS)
     images, _ = expected(truth, [(7, 0, number) for number in SLICE_NUMBERS])
     assert np.allclose(everything.images[:len(SLICE_NUMBERS)], images, atol=1e-6)
-    assert np.array_equal(everything.images[len(SLICE_NUMBERS):], data.images)
+    assert np.array_equal(everything.images[len(SLICE_NUMBERS):-len(SLICE_NUMBERS)], data.images)
+    one = uwmadison.prepare(image_size=SIZE, root=root, exclude=["case30_day5"])
+    assert one.groups.tolist() == [7] * 6 + [12] * 3 + [30] * 3 + [81] * 3
 
 
-@pytest.mark.parametrize("folds", [2, 3])
-def test_split_keeps_cases_together_and_honours_fold(fixture, folds):
-    validated = []
+def test_an_exclude_entry_matching_no_scan_is_an_error(fixture):
+    message = prepare_error(root=fixture[0], exclude=["case7_day0", "case12_day9", "case99_day1"])
+    assert "data.uwmadison.exclude" in message and "'case12_day9'" in message and "'case99_day1'" in message
+    assert "'case7_day0'" not in message
+
+
+def test_split_keeps_cases_together(data):
+    from advseg.splits import fold_split
+
+    folds = 3
+    held_out = []
     for fold in range(folds):
-        split = uwmadison.prepare(image_size=SIZE, folds=folds, fold=fold, root=fixture[0])
-        assert not set(split.groups[split.is_val]) & set(split.groups[~split.is_val])
-        validated.append(split.is_val)
-    # every slice (and so every case) is validated in exactly one fold
-    assert np.array_equal(np.sum(validated, axis=0), np.ones(len(validated[0]), dtype=int))
-    if folds == 3:  # three cases, three folds: one case per fold, with all its days
-        assert sorted(len(set(split.groups[fold])) for fold in validated) == [1, 1, 1]
+        split = fold_split(data.groups, data.volumes, data.positions, folds, fold, guard=2)
+        assert split.dropped == 0  # a case holds whole scans: the guard has nothing to drop
+        parts = [set(data.groups[rows]) for rows in (split.train, split.inner_val, split.val)]
+        assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]
+        held_out.append(split.val)
+    # every slice (and so every case) is held out in exactly one fold
+    assert sorted(np.concatenate(held_out).tolist()) == list(range(len(data.groups)))
+    # three cases, three folds: one case per fold, with all its days
+    assert sorted(len(set(data.groups[rows])) for rows in held_out) == [1, 1, 1]
 
 
 def test_only_labelled_drops_empty_slices(fixture, data):
-    labelled = uwmadison.prepare(image_size=SIZE, folds=3, fold=0, root=fixture[0], only_labelled=True)
+    labelled = uwmadison.prepare(image_size=SIZE, root=fixture[0], only_labelled=True)
     keep = data.masks.reshape(len(data.masks), -1).any(1)
     assert len(labelled.images) == 4 * 2 and keep.sum() == 8
     assert np.array_equal(labelled.images, data.images[keep])
@@ -232,25 +249,31 @@ def test_only_labelled_drops_empty_slices(fixture, data):
 
 
 def test_prepare_dataset_by_name(fixture, data):
-    dataset = prepare_dataset("uwmadison", image_size=SIZE, folds=3, fold=0, root=str(fixture[0]))
+    dataset = prepare_dataset("uwmadison", image_size=SIZE, root=str(fixture[0]))
     assert np.array_equal(dataset.masks, data.masks)
     with pytest.raises(ValueError, match=r"data\.uwmadison.*slab_thickness"):
         prepare_dataset("uwmadison", image_size=SIZE, root=str(fixture[0]), slab_thickness=4)
 
 
-def test_cli_download(fixture, tmp_path):
-    settings = {"name": "uwmadison", "image_size": SIZE, "folds": 2, "fold": 1,
+def test_cli_download(fixture, data, tmp_path):
+    settings = {"name": "uwmadison", "image_size": SIZE, "folds": 3, "folds_to_run": [2, 0], "guard": 2,
+                "mni152": {"slab_thickness": 8, "min_brain_fraction": 0.05},
                 "uwmadison": {"root": str(fixture[0]), "rle_order": "row",
                               "exclude": ["case7_day0", "case81_day30"], "only_labelled": False}}
-    out = tmp_path / "out.npz"
+    out = tmp_path / "prepared"
     advseg = Path(sys.executable).with_name("advseg")
     result = subprocess.run([str(advseg), "download", "--settings", json.dumps(settings), "--out", str(out)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    loaded = SliceDataset.load(out)
-    direct = uwmadison.prepare(image_size=SIZE, folds=2, fold=1, root=fixture[0])
-    assert np.array_equal(loaded.masks, direct.masks) and np.array_equal(loaded.is_val, direct.is_val)
-    assert loaded.class_names == uwmadison.CLASS_NAMES
+    opened = PreparedData.open(out)
+    assert np.array_equal(opened.masks, data.masks) and np.allclose(opened.images, data.images)
+    assert opened.class_names == uwmadison.CLASS_NAMES and opened.folds_to_run == [2, 0]
+    assert sorted(path.name for path in out.glob("fold_*")) == ["fold_0", "fold_2"]
+    for fold in (0, 2):
+        held_out = opened.fold(fold)
+        assert np.array_equal(held_out.val_masks, data.masks[held_out.val])
+        assert len(set(data.groups[held_out.val])) == 1  # one case of three
+    assert "fold 2:" in result.stderr and "held out" in result.stderr
 
 
 def test_schema_defaults_match_prepare():
@@ -258,7 +281,7 @@ def test_schema_defaults_match_prepare():
     assert "uwmadison" in schema["name"]["enum"]
     options = schema["uwmadison"]["properties"]
     defaults = inspect.signature(uwmadison.prepare).parameters
-    assert set(options) == set(defaults) - {"image_size", "folds", "fold"}
+    assert set(options) == set(defaults) - {"image_size"}
     for name, option in options.items():
         default = defaults[name].default
         assert option["default"] == (list(default) if isinstance(default, tuple) else default), name
@@ -269,7 +292,7 @@ def test_schema_defaults_match_prepare():
 
 def prepare_error(**options) -> str:
     with pytest.raises(ValueError) as error:
-        uwmadison.prepare(image_size=SIZE, folds=2, fold=0, **options)
+        uwmadison.prepare(image_size=SIZE, **options)
     assert not isinstance(error.value, FileNotFoundError)
     return str(error.value)
 
@@ -282,10 +305,10 @@ def test_root_not_set_or_missing(tmp_path):
 
 
 def test_the_workflow_default_root_null_is_explained(tmp_path):
-    settings = {"name": "uwmadison", "image_size": SIZE, "folds": 2, "fold": 0,
+    settings = {"name": "uwmadison", "image_size": SIZE, "folds": 2, "folds_to_run": [0],
                 "uwmadison": {"root": None}}
     result = subprocess.run([str(Path(sys.executable).with_name("advseg")), "download", "--settings",
-                             json.dumps(settings), "--out", str(tmp_path / "out.npz")],
+                             json.dumps(settings), "--out", str(tmp_path / "prepared")],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "data.uwmadison.root" in result.stderr
 
@@ -316,7 +339,7 @@ def test_csv_id_without_png(fresh):
 def test_excluded_scan_needs_no_png(fresh):
     for number in SLICE_NUMBERS:
         png_path(fresh, 7, 0, number, 20, 14).unlink()
-    assert len(uwmadison.prepare(image_size=SIZE, folds=2, fold=0, root=fresh).images) == 12
+    assert len(uwmadison.prepare(image_size=SIZE, root=fresh).images) == 12
 
 
 def test_png_size_differs_from_its_name(fresh):
@@ -351,4 +374,4 @@ def test_a_repeated_csv_row_is_refused(fresh):
     lines = csv_path.read_text().splitlines()
     csv_path.write_text("\n".join(lines + [lines[1]]) + "\n")
     with pytest.raises(ValueError, match=f"{csv_path}, line {len(lines) + 1}: a second row for"):
-        uwmadison.prepare(image_size=32, folds=2, fold=0, root=fresh)
+        uwmadison.prepare(image_size=32, root=fresh)

@@ -1,9 +1,13 @@
 """Training a segmentation model the way the study did, at a size a laptop can run.
 
 AdamW with cosine annealing, Dice+Focal on sigmoid outputs, flips/rot90/intensity
-augmentation, validation Dice every epoch, and the best epoch's weights kept. After
-every epoch the full state (model, optimizer, schedule, random generators) is saved,
-so a killed job resumes where it stopped instead of starting over.
+augmentation. Training batches are read from the prepared directory one at a time, so
+the training set never has to fit in memory. The best epoch is picked on the fold's inner
+validation slices; the held-out slices, which are attacked later, are never looked at.
+After every epoch the full state (model, optimizer, schedule, random generators) is
+saved, so a killed job resumes where it stopped instead of starting over; the state
+carries a fingerprint of everything that shaped it, and one that does not match is
+ignored (training starts over).
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import dataclasses
 import hashlib
 import json
 import logging
+import pickle
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from advseg.datasets import SliceDataset
-from advseg.inference import batch_slices, predict_masks
+from advseg.datasets.prepared import PreparedFold
+from advseg.inference import predict_masks
 from advseg.losses import get_loss
 from advseg.metrics import summarize
 from advseg.models import as_model_input
@@ -51,11 +57,76 @@ class TrainingSettings:
 class TrainingResult:
     best_state: dict
     best_epoch: int
-    best_dice: float
+    best_inner_val_dice: float   # the score the best epoch was picked by
     history: list[dict]
 
 
 EpochCallback = Callable[[dict], None]
+
+
+def plan_batches(n: int, batch_size: int) -> list[slice]:
+    """Batches over n slices; a last batch of one slice joins the one before.
+
+    In train mode a BatchNorm after global pooling (DeepLabV3, DeepLabV3Plus, PSPNet)
+    sees one value per channel in a batch of one slice and fails.
+    """
+    if batch_size < 1:
+        raise ValueError(f"training.batch_size: {batch_size} is below 1")
+    if n < 2:
+        raise ValueError(f"the fold has {n} training slice(s); at least 2 are needed (fewer data.folds, "
+                         f"a smaller data.guard?)")
+    starts = list(range(0, n, batch_size))
+    if n - starts[-1] == 1 and len(starts) > 1:
+        starts.pop()
+    return [slice(start, end) for start, end in zip(starts, starts[1:] + [n])]
+
+
+def resume_fingerprint(settings: TrainingSettings, data: PreparedFold, arch: str, encoder: str) -> str:
+    """What a resume state must have been trained with: settings, slices and split, model, classes."""
+    identity = {"settings": dataclasses.asdict(settings), "data": data.fingerprint, "arch": arch,
+                "encoder": encoder, "classes": list(data.class_names),
+                "precision": "amp" if settings.amp else "float32"}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+STATE_KEYS = ("epoch", "device", "model", "optimizer", "schedule", "scaler", "generator", "torch_rng", "cuda_rng",
+              "best_state", "best_epoch", "best_inner_val_dice", "history")
+
+
+@dataclass
+class ResumeFile:
+    """The resume state of one training, read once: ``state`` is None when training starts over."""
+    path: Path
+    fingerprint: str
+    state: dict | None
+
+    @classmethod
+    def open(cls, path: Path, fingerprint: str) -> "ResumeFile":
+        path = Path(path)
+        state = None
+        if path.exists():
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain types only
+            except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError,
+                    zipfile.BadZipFile) as error:
+                log.warning("%s: unreadable resume state (%s); starting over", path, error)
+            else:
+                saved = state.get("fingerprint") if isinstance(state, dict) else None
+                missing = [key for key in STATE_KEYS if saved == fingerprint and key not in state]
+                if missing:
+                    log.warning("%s: resume state lacks %s; starting over", path, ", ".join(missing))
+                    state = None
+                elif saved != fingerprint:
+                    log.warning("%s: saved with other training settings, data, split, model or precision "
+                                "(%s, now %s); starting over", path, saved, fingerprint)
+                    state = None
+        return cls(path, fingerprint, state)
+
+    def save(self, state: dict) -> None:
+        partial = self.path.with_name(self.path.name + ".partial")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({**state, "fingerprint": self.fingerprint}, partial)
+        partial.replace(self.path)  # atomic: a kill mid-write leaves the previous state intact
 
 
 def augment(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator):
@@ -76,32 +147,34 @@ def augment(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generato
     return torch.stack(out_images), torch.stack(out_masks)
 
 
-def train_model(model: nn.Module, data: SliceDataset, settings: TrainingSettings, device: torch.device,
-                resume_path: Path | None = None, on_epoch: EpochCallback | None = None) -> TrainingResult:
+def train_model(model: nn.Module, data: PreparedFold, settings: TrainingSettings, device: torch.device,
+                resume: ResumeFile | None = None, on_epoch: EpochCallback | None = None) -> TrainingResult:
+    """Train on ``data``'s training slices, keep the epoch best on its inner validation slices."""
     loss_fn = get_loss(settings.loss)
-    train_images, train_masks = (torch.from_numpy(a) for a in data.split("train"))
-    val_images, val_masks = data.split("val")
-    if not val_masks.any():
-        raise ValueError("the validation slices have no labelled pixels: no epoch can be scored")
+    batches = plan_batches(len(data.train), settings.batch_size)
+    inner_images, inner_masks = data.inner_val_slices()
+    if not inner_masks.any():
+        raise ValueError(f"{data.data.directory}: the inner validation slices of fold {data.fold} have no "
+                         f"labelled pixels, no epoch can be scored")
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs, eta_min=settings.min_lr)
     use_amp = settings.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
     generator = torch.Generator().manual_seed(settings.seed)
-    result = TrainingResult(best_state={}, best_epoch=0, best_dice=-1.0, history=[])
+    result = TrainingResult(best_state={}, best_epoch=0, best_inner_val_dice=-1.0, history=[])
 
     start_epoch = 1
-    if resume_path is not None and resume_path.exists():
-        start_epoch = _resume(resume_path, settings, model, optimizer, schedule, scaler, generator, result)
+    if resume is not None and resume.state is not None:
+        start_epoch = _restore(resume, model, optimizer, schedule, scaler, generator, result)
 
     for epoch in range(start_epoch, settings.epochs + 1):
         started = time.perf_counter()
         model.train()
-        order = torch.randperm(len(train_images), generator=generator)
+        order = torch.randperm(len(data.train), generator=generator).numpy()
         total_loss = 0.0
-        for batch in batch_slices(len(order), settings.batch_size):
-            images, masks = train_images[order[batch]], train_masks[order[batch]]
+        for batch in batches:
+            images, masks = (torch.from_numpy(array) for array in data.train_slices(order[batch]))
             if settings.augment:
                 images, masks = augment(images, masks, generator)
             images, masks = images.to(device), masks.to(device)
@@ -115,60 +188,62 @@ def train_model(model: nn.Module, data: SliceDataset, settings: TrainingSettings
             total_loss += loss.item() * len(images)
         lr = schedule.get_last_lr()[0]
         schedule.step()
-        scores = summarize(predict_masks(model, val_images, settings.batch_size, device), val_masks,
+        scores = summarize(predict_masks(model, inner_images, settings.batch_size, device), inner_masks,
                            list(data.class_names))
-        record = {"epoch": epoch, "train_loss": total_loss / len(train_images), "val_dice": scores["dice"],
-                  "val_iou": scores["iou"], "lr": lr, "seconds": time.perf_counter() - started}
+        record = {"epoch": epoch, "train_loss": total_loss / len(data.train), "inner_val_dice": scores["dice"],
+                  "inner_val_iou": scores["iou"], "lr": lr, "seconds": time.perf_counter() - started}
         result.history.append(record)
-        if scores["dice"] > result.best_dice:
-            result.best_dice, result.best_epoch = scores["dice"], epoch
+        if scores["dice"] > result.best_inner_val_dice:
+            result.best_inner_val_dice, result.best_epoch = scores["dice"], epoch
             result.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        log.info("epoch %d/%d  loss %.4f  val dice %.4f  (best %.4f @ %d)  %.1fs", epoch, settings.epochs,
-                 record["train_loss"], record["val_dice"], result.best_dice, result.best_epoch, record["seconds"])
-        if resume_path is not None:
-            _save_resume_state(resume_path, settings, model, optimizer, schedule, scaler, generator, result, epoch)
+        log.info("epoch %d/%d  loss %.4f  inner val dice %.4f  (best %.4f @ %d)  %.1fs", epoch, settings.epochs,
+                 record["train_loss"], record["inner_val_dice"], result.best_inner_val_dice, result.best_epoch,
+                 record["seconds"])
+        if resume is not None:
+            resume.save(_state(model, optimizer, schedule, scaler, generator, result, epoch, device))
         if on_epoch:
             on_epoch(record)
     model.load_state_dict(result.best_state)
     return result
 
 
-def _save_resume_state(path, settings, model, optimizer, schedule, scaler, generator, result, epoch) -> None:
-    state = {"fingerprint": settings.fingerprint(), "epoch": epoch, "model": model.state_dict(),
-             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "scaler": scaler.state_dict(),
-             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),  # dropout draws from it
-             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-             "best_state": result.best_state,
-             "best_epoch": result.best_epoch, "best_dice": result.best_dice,
-             "history": json.dumps(result.history)}
-    partial = path.with_suffix(".partial")
-    torch.save(state, partial)
-    partial.replace(path)  # atomic: a kill mid-write leaves the previous state intact
+def _state(model, optimizer, schedule, scaler, generator, result, epoch, device) -> dict:
+    return {"epoch": epoch, "device": str(device), "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "scaler": scaler.state_dict(),
+            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),  # dropout draws from it
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "best_state": result.best_state, "best_epoch": result.best_epoch,
+            "best_inner_val_dice": result.best_inner_val_dice, "history": json.dumps(result.history)}
 
 
-def can_resume(path: Path, settings: TrainingSettings) -> bool:
-    """Whether ``path`` holds a resume state saved with these settings."""
-    if not path.exists():
-        return False
-    return torch.load(path, map_location="cpu", weights_only=True)["fingerprint"] == settings.fingerprint()
+def restore_scaler(scaler: torch.amp.GradScaler, saved: dict) -> None:
+    """Load a grad scaler's state when both sides use one.
+
+    A disabled scaler saves an empty state, which an enabled one refuses; a state resumed
+    on another device may switch mixed precision on or off, and then the loss scale
+    simply starts afresh.
+    """
+    if scaler.is_enabled() and saved:
+        scaler.load_state_dict(saved)
+    elif scaler.is_enabled() or saved:
+        log.info("mixed precision differs from the saved state's device; the loss scale starts afresh")
 
 
-def _resume(path, settings, model, optimizer, schedule, scaler, generator, result) -> int:
-    state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain types only
-    if state["fingerprint"] != settings.fingerprint():
-        log.warning("%s: saved with other training settings; starting over", path)
-        return 1
+def _restore(resume: ResumeFile, model, optimizer, schedule, scaler, generator, result) -> int:
+    state = resume.state
     model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    optimizer.load_state_dict(state["optimizer"])  # moves the moments to the parameters' device
     schedule.load_state_dict(state["schedule"])
-    scaler.load_state_dict(state["scaler"])
+    restore_scaler(scaler, state["scaler"])
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"]:
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    result.best_state, result.best_epoch, result.best_dice = state["best_state"], state["best_epoch"], state["best_dice"]
+    if torch.cuda.is_available() and state["cuda_rng"]:
+        for index, rng in enumerate(state["cuda_rng"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(rng, index)
+    result.best_state, result.best_epoch = state["best_state"], state["best_epoch"]
+    result.best_inner_val_dice = state["best_inner_val_dice"]
     result.history = json.loads(state["history"])
-    log.info("%s: resuming after epoch %d", path, state["epoch"])
+    log.info("%s: resuming after epoch %d (saved on %s)", resume.path, state["epoch"], state["device"])
     return state["epoch"] + 1
 
 

@@ -3,8 +3,9 @@
 Axial slices of the skull-stripped T1 image, labelled from the tissue probability maps
 as three binary channels: grey matter, white matter and the rest of the brain (CSF and
 other tissue). Each voxel goes to its most probable tissue. Slices with almost no brain
-are dropped; the split groups contiguous slabs, and training slices next to a
-validation slab are dropped so neighbouring slices do not leak across the split.
+are dropped. The one volume is split by contiguous slabs (``groups``); ``positions`` are
+the axial slice indices, from which the split's guard band drops neighbours of held-out
+slices (see :mod:`advseg.splits`).
 
 Template licence: McGill University's permissive notice (see README).
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from advseg.datasets.slices import SliceDataset, resize_slices, scale_by_max
-from advseg.splits import away_from_validation, group_kfold_validation, slab_groups
+from advseg.splits import slab_groups
 
 CLASS_NAMES = ("grey_matter", "white_matter", "other_brain")
 TEMPLATE = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
@@ -50,9 +51,10 @@ def tissue_masks(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray) -> np.ndarray:
     return np.stack([(likeliest == c) & brain for c in range(3)]).astype(np.uint8)
 
 
-def prepare(image_size: int, folds: int, fold: int, slab_thickness: int = 8,
-            guard: int = 2, min_brain_fraction: float = 0.05,
+def prepare(image_size: int, slab_thickness: int = 8, min_brain_fraction: float = 0.05,
             directory: Path | None = None) -> SliceDataset:
+    if slab_thickness < 1:
+        raise ValueError(f"data.mni152.slab_thickness: {slab_thickness} is below 1")
     volumes = load_volumes(directory or template_dir())
     t1 = np.moveaxis(volumes["t1"], -1, 0)                      # (z, x, y): axial slices
     masks = np.moveaxis(tissue_masks(volumes["t1"], volumes["gm"], volumes["wm"]), -1, 0)
@@ -60,9 +62,7 @@ def prepare(image_size: int, folds: int, fold: int, slab_thickness: int = 8,
     t1, masks = np.rot90(t1, axes=(1, 2)), np.rot90(masks, axes=(2, 3))
     brain_fraction = masks.reshape(len(masks), -1).mean(1) * masks.shape[1]
     positions = np.flatnonzero(brain_fraction >= min_brain_fraction)
-    groups = slab_groups(positions, slab_thickness)
-    is_val = group_kfold_validation(groups, folds, fold)
-    keep = away_from_validation(positions, is_val, guard)
-    images, masks = resize_slices(scale_by_max(t1[positions[keep]]), masks[positions[keep]], image_size)
-    return SliceDataset(images=images, masks=masks, is_val=is_val[keep],
-                        groups=groups[keep], class_names=CLASS_NAMES)
+    images, masks = resize_slices(scale_by_max(t1[positions]), masks[positions], image_size)
+    return SliceDataset(images=images, masks=masks, groups=slab_groups(positions, slab_thickness),
+                        volumes=np.zeros(len(positions), dtype=np.int64), positions=positions,
+                        class_names=CLASS_NAMES)

@@ -1,68 +1,48 @@
-"""Prepared 2-D slices: the one file every training and attack job loads.
+"""2-D slices of a dataset in memory, before they are split or written to disk.
 
-A prepared dataset is an uncompressed ``.npz``: grey images in [0, 1] (N, H, W),
-binary masks (N, C, H, W), the validation flag and split group of each slice, and
-the class names. Loading it takes milliseconds, so no job re-reads raw scans.
+Every dataset's ``prepare()`` returns a :class:`SliceDataset`; ``advseg download`` writes it
+as a prepared directory (:mod:`advseg.datasets.prepared`) that jobs open memory-mapped.
+Besides images and masks it records, per slice, what a split must keep together
+(``groups``), which scan it comes from (``volumes``) and where in that scan it lies
+(``positions``), so that splits and guard bands can be computed without the pixels.
 """
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-
-FIELDS = ("images", "masks", "is_val", "groups", "class_names")
 
 
 @dataclass(frozen=True)
 class SliceDataset:
     images: np.ndarray       # (N, H, W) float32 in [0, 1]
     masks: np.ndarray        # (N, C, H, W) uint8 in {0, 1}
-    is_val: np.ndarray       # (N,) bool: the held-out split
-    groups: np.ndarray       # (N,) int: what the split kept together (case, slab)
+    groups: np.ndarray       # (N,) int: what a split keeps together (case, slab)
+    volumes: np.ndarray      # (N,) int: the scan a slice comes from
+    positions: np.ndarray    # (N,) int: the slice's index within its scan
     class_names: tuple[str, ...]
 
     def __post_init__(self):
         n = len(self.images)
-        if self.images.ndim != 3 or self.masks.shape != (n, len(self.class_names), *self.images.shape[1:]):
+        if self.images.ndim != 3 or self.images.shape[1] != self.images.shape[2]:
+            raise ValueError(f"images of shape {self.images.shape}: expected (N, size, size)")
+        if self.masks.shape != (n, len(self.class_names), *self.images.shape[1:]):
             raise ValueError(f"images {self.images.shape} and masks {self.masks.shape} do not match "
                              f"{len(self.class_names)} classes")
-        if self.is_val.shape != (n,) or self.groups.shape != (n,):
-            raise ValueError("is_val and groups need one entry per slice")
-        if not (self.is_val.any() and (~self.is_val).any()):
-            raise ValueError("the split leaves the training or the validation set empty")
+        if n == 0:
+            raise ValueError("the dataset holds no slices")
+        for name in ("groups", "volumes", "positions"):
+            values = getattr(self, name)
+            if values.shape != (n,) or not np.issubdtype(values.dtype, np.integer):
+                raise ValueError(f"{name}: need one integer per slice, got {values.dtype} {values.shape}")
+        keys = self.volumes.astype(np.int64) * (int(self.positions.max()) + 1) + self.positions
+        if self.positions.min() < 0 or len(np.unique(keys)) != n:
+            raise ValueError("positions: two slices share a (volume, position), or a position is negative")
 
-    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Images and masks of the 'train' or 'val' slices."""
-        chosen = {"train": ~self.is_val, "val": self.is_val}[name]
-        return self.images[chosen], self.masks[chosen]
-
-    def save(self, path: Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        with open(partial, "wb") as handle:  # a file object keeps np.savez from appending '.npz'
-            np.savez(handle, images=self.images.astype(np.float32), masks=self.masks.astype(np.uint8),
-                     is_val=self.is_val, groups=self.groups, class_names=np.array(self.class_names))
-        partial.replace(path)  # a killed job leaves no half-written dataset behind
-
-    @classmethod
-    def load(cls, path: Path) -> "SliceDataset":
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                missing = [field for field in FIELDS if field not in archive.files]
-                if missing:
-                    raise ValueError(f"{path}: not a prepared dataset, missing {', '.join(missing)}")
-                arrays = {field: archive[field] for field in FIELDS}
-        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
-            if isinstance(error, ValueError) and str(path) in str(error):
-                raise
-            raise ValueError(f"{path}: cannot read prepared dataset ({error})") from error
-        arrays["class_names"] = tuple(str(name) for name in arrays["class_names"])
-        return cls(**arrays)
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
 
 
 def resize_slices(images: np.ndarray, masks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

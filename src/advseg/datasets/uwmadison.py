@@ -19,10 +19,13 @@ as the widely used public notebooks decode them (``mask.reshape(image.shape[:2])
 whose masks line up with the anatomy. ``rle_order: column`` (Fortran order) is kept as
 an option. Only non-square slices tell the two orders apart.
 
-As in the study, two scans are excluded (case7_day0, case81_day30), the split is
-GroupKFold by case (all days of a patient together), and each slice is resized and divided
-by its own maximum (after resizing, so that every slice peaks at exactly 1). All slices
-are kept unless ``only_labelled`` (the metrics already skip slices whose mask is empty).
+As in the study, two scans are excluded (case7_day0, case81_day30), splits keep each case
+together (``groups``: all days of a patient), and each slice is resized and divided by its
+own maximum (after resizing, so that every slice peaks at exactly 1). ``volumes`` numbers
+the scans (caseN_dayM) in sorted order, ``positions`` is the slice number within its scan.
+All slices are kept unless ``only_labelled`` (the metrics already skip slices whose mask is
+empty). An ``exclude`` entry that names no scan of the data is an error: a typo there would
+otherwise silently keep the scan.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ from pathlib import Path
 import numpy as np
 
 from advseg.datasets.slices import SliceDataset, resize_slices, scale_by_max
-from advseg.splits import group_kfold_validation
 
 CLASS_NAMES = ("large_bowel", "small_bowel", "stomach")
 EXCLUDED = ("case7_day0", "case81_day30")
@@ -146,12 +148,17 @@ def find_slices(root, order: str, exclude, only_labelled: bool) -> list[Slice]:
         raise ValueError(f"data.uwmadison.root: {root!r} is not a folder; {DOWNLOAD}")
     root = Path(root)
     _numpy_order(order)
-    excluded = set()
+    excluded = {}
     for scan in exclude:
-        if SCAN.fullmatch(scan) is None:
+        if SCAN.fullmatch(str(scan)) is None:
             raise ValueError(f"data.uwmadison.exclude: {scan!r} is not a scan id like case7_day0")
-        excluded.add(tuple(int(group) for group in SCAN.fullmatch(scan).groups()))
+        excluded[tuple(int(group) for group in SCAN.fullmatch(scan).groups())] = scan
     labels, pngs = read_labels(root / "train.csv"), find_pngs(root)
+    known = {key[:2] for key in labels} | {key[:2] for key in pngs}
+    unmatched = [name for scan, name in excluded.items() if scan not in known]
+    if unmatched:
+        raise ValueError(f"data.uwmadison.exclude: {', '.join(map(repr, unmatched))} matches no scan of "
+                         f"{root / 'train.csv'} or {root / 'train'}")
     slices = []
     for key in sorted(labels):
         name = "case{}_day{}_slice_{:04d}".format(*key)
@@ -184,11 +191,11 @@ def read_slice(path: Path, height: int, width: int) -> np.ndarray:
     return pixels.astype(np.float32)
 
 
-def prepare(image_size: int, folds: int, fold: int, root: str | Path | None = None,
-            rle_order: str = "row", exclude=EXCLUDED, only_labelled: bool = False) -> SliceDataset:
+def prepare(image_size: int, root: str | Path | None = None, rle_order: str = "row", exclude=EXCLUDED,
+            only_labelled: bool = False) -> SliceDataset:
     slices = find_slices(root, rle_order, exclude, only_labelled)
-    groups = np.array([item.key[0] for item in slices])   # the case: all its days together
-    is_val = group_kfold_validation(groups, folds, fold)
+    scans = sorted({item.key[:2] for item in slices})
+    scan_index = {scan: index for index, scan in enumerate(scans)}
     images = np.empty((len(slices), image_size, image_size), dtype=np.float32)
     masks = np.empty((len(slices), len(CLASS_NAMES), image_size, image_size), dtype=np.uint8)
     for index, item in enumerate(slices):                 # slices differ in size: one at a time
@@ -196,4 +203,8 @@ def prepare(image_size: int, folds: int, fold: int, root: str | Path | None = No
         image, mask = resize_slices(read_slice(item.path, item.height, item.width)[None], mask[None],
                                     image_size)
         images[index], masks[index] = scale_by_max(image)[0], mask[0]
-    return SliceDataset(images=images, masks=masks, is_val=is_val, groups=groups, class_names=CLASS_NAMES)
+    return SliceDataset(images=images, masks=masks,
+                        groups=np.array([item.key[0] for item in slices], dtype=np.int64),
+                        volumes=np.array([scan_index[item.key[:2]] for item in slices], dtype=np.int64),
+                        positions=np.array([item.key[2] for item in slices], dtype=np.int64),
+                        class_names=CLASS_NAMES)
