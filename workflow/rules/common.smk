@@ -77,9 +77,10 @@ def trained_or_imported(wildcards):
     return {"weights": f"{run}/best.safetensors", "history": f"{run}/history.json"}
 
 
-def imported_model_options(wildcards):
-    spec = MODELS[wildcards.model]
-    return f"--arch {spec.arch} --encoder {spec.encoder} --in-channels {spec.in_channels} --key {shlex.quote(spec.key)}"
+def model_options(spec):
+    """How `advseg train` and `advseg checkpoint` are told which model to build."""
+    options = f"--arch {spec.arch} --encoder {spec.encoder} --in-channels {spec.in_channels} --key {shlex.quote(spec.key)}"
+    return options + (f" --encoder-weights {spec.encoder_weights}" if spec.encoder_weights and not spec.checkpoint else "")
 
 
 def transfer_sources(wildcards):

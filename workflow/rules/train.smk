@@ -7,8 +7,7 @@ rule train:
         weights=f"{MODEL_DIR}/train/best.safetensors",
         history=f"{MODEL_DIR}/train/history.json",
     params:
-        arch=lambda wildcards: MODELS[wildcards.model].arch,
-        encoder=lambda wildcards: MODELS[wildcards.model].encoder,
+        model=lambda wildcards: model_options(MODELS[wildcards.model]),
         settings=as_json("training"),
         resume_state=f"{MODEL_DIR}/train/resume.pt",
     log:
@@ -21,7 +20,7 @@ rule train:
     conda:
         "../../envs/advseg.yaml"
     shell:
-        "advseg train --arch {params.arch} --encoder {params.encoder} --data {input.data}"
+        "advseg train --name {wildcards.model} {params.model} --data {input.data}"
         " --fold {wildcards.fold} --seed {wildcards.seed} --settings {params.settings:q}"
         " --tracking {input.tracking} --weights {output.weights} --history {output.history}"
         " --resume-state {params.resume_state} --threads {threads} 2> {log}"
@@ -38,7 +37,7 @@ rule checkpoint:
         card=f"{MODEL_DIR}/model_card.json",
     params:
         source=lambda wildcards, input: (
-            f"--history {input.history}" if "history" in input.keys() else imported_model_options(wildcards)
+            f"--history {input.history}" if "history" in input.keys() else model_options(MODELS[wildcards.model])
         ),
     log:
         f"{RESULTS}/logs/checkpoint/{{model}}/fold_{{fold}}/seed_{{seed}}.log",

@@ -36,7 +36,7 @@ def run(args) -> None:
     from advseg import attacks, metrics
     from advseg.checkpoints import load_model
     from advseg.config import Variant
-    from advseg.datasets import PreparedData
+    from advseg.datasets import open_fold
     from advseg.devices import claim_device, set_threads
     from advseg.jobs import read_json, write_json, write_npz
     from advseg.losses import get_loss
@@ -54,7 +54,7 @@ def run(args) -> None:
     card = read_json(args.card, ("arch", "encoder", "model", "params", "fold", "seed", "mlflow_run_id"))
     tracking = Tracking.load(args.tracking)
     model, _ = load_model(args.model, card["arch"], card["encoder"])
-    images, masks = PreparedData.open(args.data).val(args.fold)
+    images, masks = open_fold(args.data, args.fold).val_slices()
     class_names = list(card["class_names"])
     set_threads(args.threads)
 

@@ -35,7 +35,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> None:
     from advseg.checkpoints import load_model, save_weights
-    from advseg.datasets import PreparedData
+    from advseg.datasets import open_fold
     from advseg.devices import claim_device, set_threads
     from advseg.inference import predict_masks
     from advseg.jobs import read_json, write_json
@@ -44,7 +44,7 @@ def run(args) -> None:
     from advseg.tracking import Tracking, job_run
 
     tracking = Tracking.load(args.tracking)
-    data = PreparedData.open(args.data)
+    data = open_fold(args.data, args.fold)
     class_names = list(data.class_names)
     if args.history:
         history = read_json(args.history, ("arch", "encoder", "mlflow_run_id", "best_epoch", "settings"))
@@ -62,7 +62,7 @@ def run(args) -> None:
                                          in_channels=args.in_channels, key=args.key)
         history = None
         provenance = {"source": "imported", "imported_from": str(args.weights)}
-    images, masks = data.val(args.fold)
+    images, masks = data.val_slices()
     set_threads(args.threads)
     with claim_device() as device:
         scores = summarize(predict_masks(model.to(device), images, args.batch_size, device), masks, class_names)

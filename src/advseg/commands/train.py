@@ -6,18 +6,21 @@ import logging
 import time
 from pathlib import Path
 
-from advseg.commands import add_compute_arguments, add_data_argument, add_tracking_argument
+from advseg.commands import add_compute_arguments, add_data_arguments, add_tracking_argument
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser) -> None:
-    add_data_argument(parser)
+    add_data_arguments(parser)
     add_tracking_argument(parser)
     add_compute_arguments(parser, batch_size=None)
     parser.add_argument("--arch", required=True)
     parser.add_argument("--encoder", required=True)
-    parser.add_argument("--fold", type=int, default=0, help="held-out fold of the prepared data (data.folds_to_run)")
+    parser.add_argument("--name", default=None, help="the model's name in paths and tables (default arch-encoder)")
+    parser.add_argument("--encoder-weights", default=None, help="pretrained encoder weights, e.g. imagenet")
+    parser.add_argument("--in-channels", type=int, default=3, help="3: grey copied to 3 channels; 1: grey alone")
+    parser.add_argument("--key", default="model", help="where the model is configured, e.g. models[2], for messages")
     parser.add_argument("--seed", type=int, default=None,
                         help="training seed (one of the config's seeds); overrides the settings' seed")
     parser.add_argument("--settings", required=True, help="the config's training section, as JSON")
@@ -30,15 +33,13 @@ def add_arguments(parser) -> None:
 def run(args) -> None:
     import dataclasses
 
-    import mlflow
-
     from advseg import settings as settings_mod
     from advseg.checkpoints import save_weights
     from advseg.datasets import open_fold
     from advseg.devices import claim_device, set_threads
     from advseg.jobs import write_json
     from advseg.models import build_model, count_parameters, model_name
-    from advseg.tracking import Tracking, mlflow_run
+    from advseg.tracking import Tracking, job_run, mark_killed
     from advseg.training import ResumeFile, TrainingSettings, resume_fingerprint, set_seed, train_model
 
     training = settings_mod.from_mapping(TrainingSettings, args.settings, "training")
@@ -48,46 +49,50 @@ def run(args) -> None:
     data = open_fold(args.data, args.fold)  # checks every file it will read before any work
     set_threads(args.threads)
     set_seed(training.seed)
-    model = build_model(args.arch, args.encoder, classes=len(data.class_names))
+    model = build_model(args.arch, args.encoder, classes=len(data.class_names), in_channels=args.in_channels,
+                        encoder_weights=args.encoder_weights, key=args.key)
     params = count_parameters(model)
-    name = model_name(args.arch, args.encoder)
+    name = args.name or model_name(args.arch, args.encoder)
     resume = ResumeFile.open(args.resume_state, resume_fingerprint(training, data, args.arch, args.encoder))
     # a resumed job goes on logging into the run of the job that was killed
     run_id_file = args.resume_state.with_name(args.resume_state.name + ".mlflow_run_id")
     resuming = resume.state is not None and run_id_file.exists()
+    if run_id_file.exists() and not resuming:  # starting over: the killed job's run must not stay RUNNING
+        mark_killed(tracking, run_id_file.read_text().strip())
     tags = {"stage": "train", "arch": args.arch, "encoder": args.encoder, "model": name,
             "fold": str(args.fold), "seed": str(training.seed)}
     sizes = data.sizes()
     started = time.perf_counter()
     with claim_device() as device, \
-            mlflow_run(tracking, name, tags, run_id=run_id_file.read_text() if resuming else None) as run:
+            job_run(tracking, name, tags, run_id=run_id_file.read_text().strip() if resuming else None) as run:
         run_id_file.parent.mkdir(parents=True, exist_ok=True)
-        run_id_file.write_text(run.info.run_id)
-        mlflow.set_tag("device", str(device))
-        mlflow.log_params({**settings_mod.as_dict(training), "arch": args.arch, "encoder": args.encoder,
-                           "params": params, "dataset": str(args.data), "image_size": data.image_size,
-                           "fold": args.fold, "data_fingerprint": data.fingerprint,
-                           "n_train": sizes["train"], "n_inner_val": sizes["inner_val"], "n_val": sizes["val"]})
+        run_id_file.write_text(run.run_id)
+        run.set_tags({"device": str(device)})
+        run.log_params({**settings_mod.as_dict(training), "arch": args.arch, "encoder": args.encoder,
+                        "encoder_weights": args.encoder_weights, "in_channels": args.in_channels,
+                        "params": params, "dataset": str(args.data), "image_size": data.image_size,
+                        "fold": args.fold, "data_fingerprint": data.fingerprint,
+                        "n_train": sizes["train"], "n_inner_val": sizes["inner_val"], "n_val": sizes["val"]})
 
         def on_epoch(record: dict) -> None:
-            mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+            run.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
 
         result = train_model(model, data, training, device, resume=resume, on_epoch=on_epoch)
-        logged = {m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "inner_val_dice")}
+        logged = run.logged_steps("inner_val_dice")
         for record in result.history:  # a kill between saving an epoch and logging it
             if record["epoch"] not in logged:
                 on_epoch(record)
-        mlflow.log_metrics({"best_inner_val_dice": result.best_inner_val_dice, "best_epoch": result.best_epoch})
+        run.log_metrics({"best_inner_val_dice": result.best_inner_val_dice, "best_epoch": result.best_epoch})
         history = {"model": name, "arch": args.arch, "encoder": args.encoder, "params": params,
                    "fold": args.fold, "seed": training.seed, "data_fingerprint": data.fingerprint,
                    "sizes": sizes, "settings": settings_mod.as_dict(training), "best_epoch": result.best_epoch,
                    "best_inner_val_dice": result.best_inner_val_dice, "epochs": result.history,
                    "seconds": time.perf_counter() - started, "device": str(device),
-                   "mlflow_run_id": run.info.run_id}
+                   "mlflow_run_id": run.run_id}
         save_weights(args.weights, model, args.arch, args.encoder, data.class_names,
                      extra={"training": history["settings"], "best_epoch": result.best_epoch, "fold": args.fold})
         write_json(args.history, history)
-        mlflow.log_artifact(str(args.history))
+        run.log_artifact(args.history)
     args.resume_state.unlink(missing_ok=True)
     run_id_file.unlink(missing_ok=True)
     log.info("%s fold %d seed %d: best inner val dice %.4f at epoch %d; %s", name, args.fold, training.seed,

@@ -33,7 +33,7 @@ def run(args) -> None:
     import numpy as np
 
     from advseg.checkpoints import load_model
-    from advseg.datasets import PreparedData
+    from advseg.datasets import open_fold
     from advseg.devices import claim_device, set_threads
     from advseg.inference import predict_masks
     from advseg.jobs import read_json, write_json
@@ -42,7 +42,7 @@ def run(args) -> None:
     card = read_json(args.card, ("arch", "encoder", "model", "fold", "seed", "class_names"))
     perturbations = [_load_perturbation(path, card["fold"]) for path in args.perturbations]
     model, _ = load_model(args.model, card["arch"], card["encoder"])
-    images, masks = PreparedData.open(args.data).val(args.fold)
+    images, masks = open_fold(args.data, args.fold).val_slices()
     images = np.asarray(images, dtype=np.float32)
     for path, perturbation in zip(args.perturbations, perturbations):
         if perturbation["delta"].shape[0] != len(images) or perturbation["delta"].shape[-2:] != images.shape[-2:]:

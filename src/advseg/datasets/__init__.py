@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from advseg.datasets.prepared import PreparedData, PreparedFold, open_fold, write_prepared
 from advseg.datasets.slices import SliceDataset
 
-DATASETS = ("mni152", "uwmadison")
+DATASETS = ("mni152", "uwmadison", "folder", "nifti")
 
 
 def prepare_dataset(name: str, image_size: int = 64, **options) -> SliceDataset:

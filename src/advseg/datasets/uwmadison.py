@@ -192,7 +192,13 @@ def read_slice(path: Path, height: int, width: int) -> np.ndarray:
 
 
 def prepare(image_size: int, root: str | Path | None = None, rle_order: str = "row", exclude=EXCLUDED,
-            only_labelled: bool = False) -> SliceDataset:
+            only_labelled: bool = False, source: str | None = None, cache: str = "data/uwmadison") -> SliceDataset:
+    if source is not None and root is not None:
+        raise ValueError("data.uwmadison: give source or root, not both")
+    if source is not None:
+        from advseg.datasets.sources import resolve_source
+
+        root = resolve_source(source, cache)
     slices = find_slices(root, rle_order, exclude, only_labelled)
     scans = sorted({item.key[:2] for item in slices})
     scan_index = {scan: index for index, scan in enumerate(scans)}
