@@ -1,13 +1,16 @@
-"""Typed settings from config sections, and the cross-field config checks."""
+"""Typed settings from config sections, and the axes the workflow expands over."""
 
 from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
-from advseg.config import check_config, correlation_eps, eps_label
+from advseg.config import (ITERATIVE_DEFAULTS, Variant, attack_jobs, correlation_eps, eps_label, method_settings,
+                           methods, model_specs, replicates, transfer_eps)
 from advseg.settings import as_dict, from_mapping
 from advseg.training import TrainingSettings
 
@@ -71,62 +74,70 @@ def test_as_dict_round_trips():
     assert from_mapping(TrainingSettings, as_dict(settings), "training") == settings
 
 
-# --- advseg.config ----------------------------------------------------------------------
+# --- advseg.config: the DAG's axes ----------------------------------------------------------
 
-VALID = {
-    "data": {"name": "mni152", "image_size": 32, "folds": 10, "fold": 0},
-    "models": [{"arch": "Unet", "encoder": "resnet18"}, {"arch": "FPN", "encoder": "mobilenet_v2"}],
-    "training": {"epochs": 1},
-    "attack": {"losses": ["bce", "dicefocal"], "epsilons": [0.05, 0.002, 0.01]},
-    "report": {"correlation_eps": 0.01},
-    "seed": 0,
-}
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
 
 
-def config(**changes) -> dict:
-    result = copy.deepcopy(VALID)
-    for dotted, value in changes.items():
-        section, key = dotted.split("__")
-        result[section][key] = value
-    return result
+def filled(**sections) -> dict:
+    """A config with the schema's defaults filled in, as the Snakefile sees it."""
+    from snakemake.utils import validate
+
+    config = {"models": [{"arch": "Unet", "encoder": "resnet18"}], **copy.deepcopy(sections)}
+    validate(config, str(SCHEMA))
+    return config
 
 
-def test_valid_config_passes():
-    check_config(config())
-    check_config(config(report__correlation_eps=None))
+def test_correlation_eps_defaults_to_the_middle_eps():
+    assert correlation_eps(filled(attack={"epsilons": [0.05, 0.002, 0.01]})) == 0.01
+    assert correlation_eps(filled(attack={"epsilons": [0.4, 0.1, 0.2, 0.3]})) == 0.2
+    assert correlation_eps(filled(attack={"epsilons": [0.3]})) == 0.3
+    assert correlation_eps(filled(attack={"epsilons": [0.1, 0.2]}, report={"correlation_eps": 0.2})) == 0.2
+    config = filled(attack={"epsilons": [0.1, 0.2, 0.3]}, report={"transfer_eps": 0.3})
+    assert transfer_eps(config) == 0.3 and transfer_eps(filled(attack={"epsilons": [0.1, 0.2, 0.3]})) == 0.2
 
 
-def test_unknown_arch_names_the_model():
-    bad = config()
-    bad["models"][1]["arch"] = "Unet4"
-    with pytest.raises(ValueError, match=r"^models\[1\]\.arch: .*'Unet4'"):
-        check_config(bad)
+def test_attack_jobs_skip_combinations_that_change_nothing():
+    config = filled(attack={"methods": ["fgsm", "pgd", "segpgd"], "losses": ["bce", "dicefocal"],
+                            "step": ["standard", "study"]})
+    jobs = {(job.method, job.variant.label, job.attack_loss) for job in attack_jobs(config)}
+    assert jobs == {("fgsm", "standard", "bce"), ("fgsm", "standard", "dicefocal"),
+                    ("fgsm", "study-standard-grey", "bce"), ("fgsm", "study-standard-grey", "dicefocal"),
+                    ("pgd", "standard", "bce"), ("pgd", "standard", "dicefocal"),
+                    ("segpgd", "standard", "bce")}, "study step is FGSM's; SegPGD weights BCE itself"
 
 
-def test_unknown_encoder_names_the_model():
-    bad = config()
-    bad["models"][0]["encoder"] = "resnet7"
-    with pytest.raises(ValueError, match=r"^models\[0\]\.encoder: .*'resnet7'"):
-        check_config(bad)
+def test_method_shorthand_and_settings_defaults():
+    config = filled(attack={"method": "pgd", "pgd": {"steps": 3}})
+    assert methods(config) == ["pgd"]
+    assert method_settings(config, "pgd") == {"steps": 3, "alpha": 0.25, "random_start": True, "restarts": 1}
+    assert method_settings(config, "fgsm") == {}
 
 
-@pytest.mark.parametrize("fold", [10, 11])
-def test_fold_not_below_folds(fold):
-    with pytest.raises(ValueError, match=r"^data\.fold:"):
-        check_config(config(data__fold=fold))
+def test_iterative_defaults_match_the_schema():
+    schema = yaml.safe_load(SCHEMA.read_text())["$defs"]["iterative_attack"]["properties"]
+    assert {key: value["default"] for key, value in schema.items()} == ITERATIVE_DEFAULTS
 
 
-def test_correlation_eps_must_be_attacked():
-    with pytest.raises(ValueError, match=r"^report\.correlation_eps:"):
-        check_config(config(report__correlation_eps=0.02))
+def test_variant_labels():
+    assert Variant("standard", "standard", "grey").label == "standard"
+    assert Variant("study", "study", "channels").label == "study-study-channels"
 
 
-def test_correlation_eps_default_is_the_largest():
-    assert correlation_eps(config(report__correlation_eps=None)) == 0.05
-    assert correlation_eps(config()) == 0.01
+def test_models_are_named_and_imported_ones_are_not_repeated_per_seed(tmp_path):
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"")
+    config = filled(models=[{"arch": "Unet", "encoder": "resnet18"},
+                            {"arch": "Unet", "encoder": "resnet18", "name": "mine", "checkpoint": str(weights)}],
+                    data={"folds_to_run": [0, 2]}, seeds=[1, 2])
+    specs = model_specs(config)
+    assert list(specs) == ["Unet-resnet18", "mine"] and specs["mine"].key == "models[1]"
+    assert replicates(config, specs["Unet-resnet18"]) == [(0, 1), (0, 2), (2, 1), (2, 2)]
+    assert replicates(config, specs["mine"]) == [(0, 1), (2, 1)]
 
 
-@pytest.mark.parametrize(("eps", "label"), [(0.002, "0.002"), (1e-5, "1e-05"), (0.05, "0.05"), (0.1, "0.1")])
-def test_eps_label(eps, label):
+@pytest.mark.parametrize(("eps", "label"), [(0.002, "0.002"), (1e-5, "1e-05"), (0.05, "0.05"), (0.1, "0.1"),
+                                            (0.1234567, "0.1234567")])
+def test_eps_label_is_exact(eps, label):
     assert eps_label(eps) == label
     assert float(label) == eps

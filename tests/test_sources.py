@@ -6,7 +6,6 @@ client is real except for its one network call, ``KaggleApi.competition_download
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import zipfile
@@ -35,10 +34,8 @@ def leftovers(cache: Path) -> list[str]:
 
 
 def prepare_uwmadison(root: Path, size: int = 32):
-    """The uwmadison loader, called with whichever of its common arguments it takes."""
-    arguments = {"image_size": size, "folds": 2, "fold": 0, "root": root}
-    accepted = inspect.signature(uwmadison.prepare).parameters
-    return uwmadison.prepare(**{name: value for name, value in arguments.items() if name in accepted})
+    """The uwmadison loader on the extracted folder (the fixture has none of the study's excluded scans)."""
+    return uwmadison.prepare(image_size=size, root=root, exclude=[])
 
 
 def error_of(source, cache: Path) -> str:
