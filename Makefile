@@ -21,16 +21,19 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 run: setup
 	snakemake --cores $(CORES)
 	@echo
-	@echo "Tables:  results/tables/attack_summary.csv, results/tables/attack_losses.md"
-	@echo "Plots:   results/plots/param_size_correlation.png, results/plots/dice_vs_eps.png, results/plots/examples/"
+	@echo "Tables:  results/tables/ (attack_summary.csv, attack_losses.md, sanity.md, transfer.csv, ...)"
+	@echo "Plots:   results/plots/ (param_size_correlation.png, dice_vs_eps.png, transfer.png, loss_curve.png, examples/)"
+	@echo "Costs:   python benchmarks/job_costs.py   (jobs, time and memory per rule)"
 	@echo "Report:  make report   (writes results/report.html)"
-	@echo "MLflow:  make mlflow-ui   (mlflow ui --backend-store-uri sqlite:///results/mlflow.db, on 127.0.0.1:5000)"
+	@echo "MLflow:  make mlflow-ui"
 
 test: setup
 	pytest
 
 bench: setup
 	python benchmarks/eps_sweep.py
+	python benchmarks/attack_bench.py
+	python benchmarks/dag_size.py
 
 lint: setup
 	snakemake --lint

@@ -145,7 +145,7 @@ def test_summary_table(runs):
     learned = table[table.clean_dice > 0]
     assert len(learned) >= 4, "at least one tiny model should segment something"
     expected_diff = (learned.clean_dice - learned.adv_dice) / learned.clean_dice
-    assert ((learned["diff"] - expected_diff).abs() < 1e-9).all()
+    assert ((learned["diff"] - expected_diff).abs() < 1e-5).all(), "the CSV keeps 6 significant digits"
     assert (learned.adv_dice_ci_low <= learned.adv_dice + 1e-12).all()
     assert (learned.adv_dice <= learned.adv_dice_ci_high + 1e-12).all()
     worst = table[table.attack == "worst"].set_index(["model", "eps"])["adv_dice"]
@@ -175,7 +175,7 @@ def test_mlflow_runs(runs):
         assert tags["mlflow.parentRunId"] in train_ids
         assert {"clean_dice", "adv_dice", "diff", "clean_dice_study", "adv_hd95"} <= set(run.data.metrics)
         objective = client.get_metric_history(run.info.run_id, "attack_objective")
-        assert sorted(m.step for m in objective) == ([1, 2] if tags["attack"] == "pgd" else []), \
+        assert sorted(m.step for m in objective) == ([1, 2, 3] if tags["attack"] == "pgd" else []), \
             "PGD logs its loss at every step"
     for run in finished_train:
         assert "clean_dice" in run.data.metrics, "checkpoint logs clean scores into the training run"

@@ -1,0 +1,42 @@
+"""How long Snakemake takes to plan a large grid: 10 architectures x 10 encoders x 4 losses x 10 eps.
+
+Prints the wall time of `snakemake -n` twice: the first run builds every model once on
+the meta device (the config check, remembered in .snakemake/advseg/), the second only
+plans. Run: ``python benchmarks/dag_size.py``.
+"""
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ARCHS = ["Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", "PAN", "UPerNet"]
+ENCODERS = ["resnet18", "resnet34", "resnet50", "mobilenet_v2", "efficientnet-b0", "resnet101", "efficientnet-b1",
+            "se_resnext50_32x4d", "se_resnet50", "resnext50_32x4d"]
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        work = Path(directory)
+        for name in ("Snakefile", "config.yaml", "workflow", "envs"):
+            (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, work / name)
+        models = "".join(f"  - {{arch: {arch}, encoder: {encoder}}}\n" for arch in ARCHS for encoder in ENCODERS)
+        epsilons = ", ".join(f"0.0{i}" for i in range(10))
+        (work / "grid.yaml").write_text(f"models:\n{models}attack: {{methods: [fgsm], losses: [bce, dicefocal, dice, "
+                                        f"focal], epsilons: [{epsilons}]}}\nreport: {{correlation_eps: null}}\n")
+        command = [str(Path(sys.executable).parent / "snakemake"), "-n", "--cores", "1", "--configfile", "grid.yaml"]
+        print("| run | jobs | seconds |\n|---|---:|---:|")
+        for label in ("first (meta-device check of 100 models)", "second (check remembered)"):
+            started = time.perf_counter()
+            result = subprocess.run(command, cwd=work, capture_output=True, text=True, check=True)
+            seconds = time.perf_counter() - started
+            total = re.search(r"^total\s+(\d+)$", result.stdout, re.M).group(1)
+            print(f"| {label} | {total} | {seconds:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
