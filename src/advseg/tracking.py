@@ -785,7 +785,7 @@ def ui_command(config: str | None = None, port: int = 5000) -> str:
             raise ValueError(f"{path}: cannot read the config ({error})") from error
         merged["results_dir"] = data.get("results_dir", merged.get("results_dir", "results"))
         merged["mlflow"] = {**merged.get("mlflow", {}), **(data.get("mlflow") or {})}
-    uri = merged["mlflow"].get("tracking_uri", "sqlite:///results/mlflow.db")
+    uri = merged["mlflow"].get("tracking_uri") or f"sqlite:///{merged['results_dir']}/mlflow.db"  # null: the default
     tracking_file = Path(merged["results_dir"]) / "mlflow" / "tracking.json"
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{port}"
     if tracking_file.exists():
