@@ -47,7 +47,8 @@ def read_metadata(path: Path) -> dict:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
     except (SafetensorError, OSError) as error:
-        raise ValueError(f"{path}: not a readable safetensors checkpoint ({error})") from error
+        raise ValueError(f"{path}: not a readable safetensors checkpoint ({error}); delete it and rerun the "
+                         "workflow to write it again") from error
     missing = [key for key in ("arch", "encoder", "class_names") if key not in metadata]
     if missing:
         raise ValueError(f"{path}: checkpoint metadata lacks {', '.join(missing)}")
@@ -59,7 +60,8 @@ def load_model(path: Path, arch: str | None = None, encoder: str | None = None) 
     metadata = read_metadata(path)
     for key, expected in (("arch", arch), ("encoder", encoder)):
         if expected is not None and metadata[key] != expected:
-            raise ValueError(f"{path}: checkpoint holds {key} {metadata[key]!r}, expected {expected!r}")
+            raise ValueError(f"{path}: checkpoint holds {key} {metadata[key]!r}, expected {expected!r} (its model "
+                             f"card names another model); delete both and rerun the workflow")
     model = build_model(metadata["arch"], metadata["encoder"], classes=len(metadata["class_names"]),
                         in_channels=int(metadata.get("in_channels", IN_CHANNELS)))
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -19,23 +20,38 @@ def setup_logging() -> None:
 
 def write_json(path: Path, data: dict | list) -> None:
     """Write JSON via a temporary file and a rename, so no reader sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
+    with _atomic(path, "w") as handle:
         json.dump(data, handle, indent=2, sort_keys=False)
         handle.write("\n")
-    os.replace(handle.name, path)
 
 
 def write_npz(path: Path, arrays: dict) -> None:
     """Write an uncompressed .npz via a temporary file and a rename."""
     import numpy as np
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("wb", dir=path.parent, suffix=".tmp", delete=False) as handle:
+    with _atomic(path, "wb") as handle:
         np.savez(handle, **arrays)
-    os.replace(handle.name, path)
+
+
+@contextlib.contextmanager
+def _atomic(path: Path, mode: str):
+    """A temporary file beside ``path`` renamed onto it if the block succeeds, else removed.
+
+    An OSError (full disk, read-only folder) names ``path``: a failed write says which output it was.
+    """
+    path = Path(path)
+    name = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(mode, dir=path.parent, suffix=".tmp", delete=False) as handle:
+            name = handle.name
+            yield handle
+        os.replace(name, path)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
+    finally:
+        if name is not None and os.path.exists(name):
+            os.unlink(name)
 
 
 def read_npz(path: Path, required: tuple[str, ...], producer: str) -> dict:
@@ -60,10 +76,12 @@ def read_json(path: Path, required: tuple[str, ...] = ()) -> dict:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: cannot read JSON ({error})") from error
+        raise ValueError(f"{path}: cannot read JSON ({error}); delete it and rerun the workflow to write "
+                         "it again") from error
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
     missing = [key for key in required if key not in data]
     if missing:
-        raise ValueError(f"{path}: missing key(s) {', '.join(missing)}")
+        raise ValueError(f"{path}: missing key(s) {', '.join(missing)}; delete it and rerun the workflow to "
+                         "write it again")
     return data

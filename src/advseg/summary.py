@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,8 +162,9 @@ def load_slices(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: not a readable .npz ({error})") from error
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: not a readable .npz ({error}); delete it and its attack JSON and rerun the "
+                         "workflow to let 'advseg attack' write them again") from error
     missing = [key for key in SLICE_KEYS if key not in data]
     if missing:
         raise ValueError(f"{path}: missing key(s) {', '.join(missing)}")

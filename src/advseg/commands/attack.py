@@ -51,7 +51,8 @@ def run(args) -> None:
     epsilons = {label: _parse_eps(label) for label in args.epsilons}
     if args.transfer_eps not in epsilons:
         raise ValueError(f"report.transfer_eps: {args.transfer_eps} is not one of the attacked eps {args.epsilons}")
-    card = read_json(args.card, ("arch", "encoder", "model", "params", "fold", "seed", "mlflow_run_id"))
+    card = read_json(args.card, ("arch", "encoder", "model", "params", "fold", "seed", "mlflow_run_id",
+                                 "class_names"))
     tracking = Tracking.load(args.tracking)
     model, _ = load_model(args.model, card["arch"], card["encoder"])
     images, masks = open_fold(args.data, args.fold).val_slices()

@@ -168,8 +168,10 @@ def write_prepared_chunks(directory: Path, chunks: Iterable[tuple[np.ndarray, np
                 "description": description or {}}
         (staging / META).write_text(json.dumps(meta, indent=2) + "\n")
         _replace_directory(staging, directory)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError) and not error.filename:  # a full disk: say which output it was
+            raise OSError(error.errno, error.strerror or str(error), str(directory)) from error
         raise
     return meta
 

@@ -130,7 +130,8 @@ def read_labels(path: Path) -> dict[tuple[int, int, int], list[str]]:
         for line, row in enumerate(reader, start=2):
             match = SLICE_ID.fullmatch(row["id"])
             if match is None:
-                raise ValueError(f"{path}, line {line}: id {row['id']!r} is not caseN_dayM_slice_SSSS")
+                raise ValueError(f"{path}, line {line}: id {row['id']!r} is not caseN_dayM_slice_SSSS; "
+                                 f"fix that row or download and unzip the data again")
             if row["class"] not in CLASS_NAMES:
                 raise ValueError(f"{path}, line {line}: unknown class {row['class']!r} "
                                  f"(expected one of {', '.join(CLASS_NAMES)})")
@@ -172,7 +173,8 @@ def find_slices(root, order: str, exclude, only_labelled: bool) -> list[Slice]:
             try:
                 rle_runs(code, height * width)
             except ValueError as error:
-                raise ValueError(f"train.csv id {name}: {error}") from None
+                raise ValueError(f"{root / 'train.csv'} id {name}: {error}; fix that row or download and unzip "
+                                 f"the data again") from None
         slices.append(Slice(key, path, height, width, tuple(labels[key])))
     if not slices:
         raise ValueError(f"{root / 'train.csv'}: no slices left after exclusions")
@@ -183,8 +185,11 @@ def read_slice(path: Path, height: int, width: int) -> np.ndarray:
     """A 16-bit PNG as float32, checked against the (height, width) its name gives."""
     from PIL import Image
 
-    with Image.open(path) as image:
-        pixels = np.array(image)
+    try:
+        with Image.open(path) as image:
+            pixels = np.array(image)
+    except (OSError, SyntaxError, ValueError) as error:  # PIL: truncated, not an image, bad chunk
+        raise ValueError(f"{path}: not a readable PNG ({error}); download and unzip the data again") from None
     if pixels.shape != (height, width):
         raise ValueError(f"{path}: image of shape {pixels.shape}, its name says (height, width) = "
                          f"{(height, width)}")
