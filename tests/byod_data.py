@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from test_uwmadison import encode_row_major  # the RLE writer the loader tests use
+
 CLASS_NAMES = ("large_bowel", "small_bowel", "stomach")
 # (case, day) -> (width, height): landscape, portrait and square scans; two days of case 2
 SCANS = {(2, 0): (28, 20), (2, 3): (28, 20), (9, 1): (20, 26), (15, 0): (24, 24)}
@@ -25,19 +27,6 @@ SLICES = {1: CLASS_NAMES, 2: ("large_bowel", "stomach"), 3: ()}
 # class -> rectangle (top, bottom, left, right) as fractions of the slice
 RECTANGLES = {"large_bowel": (0.1, 0.45, 0.1, 0.5), "small_bowel": (0.55, 0.9, 0.6, 0.95),
               "stomach": (0.6, 0.85, 0.05, 0.4)}
-
-
-def encode_rows(mask: np.ndarray) -> str:
-    """'start length ...' with 1-based starts, counting pixels row by row."""
-    flat = mask.reshape(-1).tolist() + [0]
-    runs, start = [], None
-    for index, value in enumerate(flat):
-        if value and start is None:
-            start = index
-        elif not value and start is not None:
-            runs += [start + 1, index - start]
-            start = None
-    return " ".join(map(str, runs))
 
 
 def slice_arrays(case: int, day: int, number: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +63,7 @@ def write_competition_zip(path: Path, prefix: str = "") -> dict[tuple[int, int, 
                 image, masks = slice_arrays(case, day, number)
                 archive.writestr(f"{scans}slice_{number:04d}_{width}_{height}_1.50_1.50.png", png_bytes(image))
                 truth[case, day, number] = (image, masks)
-                rows += [(f"case{case}_day{day}_slice_{number:04d}", name, encode_rows(mask))
+                rows += [(f"case{case}_day{day}_slice_{number:04d}", name, encode_row_major(mask))
                          for name, mask in zip(CLASS_NAMES, masks)]
         table = io.StringIO()
         writer = csv.writer(table, lineterminator="\n")

@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from advseg.jobs import read_npz  # noqa: E402
 from advseg.summary import WORST, AttackRun, atomic_output, format_params, metric_columns  # noqa: E402
 
 DPI = 120
@@ -254,14 +255,7 @@ def mask_overlay(masks: np.ndarray) -> np.ndarray:
 
 
 def _load_example(path: Path) -> dict:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            data = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: not a readable example .npz ({error})") from error
-    missing = [key for key in EXAMPLE_KEYS if key not in data]
-    if missing:
-        raise ValueError(f"{path}: example lacks key(s) {', '.join(missing)}")
+    data = read_npz(path, EXAMPLE_KEYS, "'advseg attack'")
     data["class_names"] = [str(name) for name in data["class_names"]]
     data["model"] = str(data["model"])
     return data

@@ -24,7 +24,6 @@ import logging
 import math
 import os
 import tempfile
-import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from advseg import statistics
-from advseg.jobs import read_json
+from advseg.jobs import read_json, read_npz
 
 log = logging.getLogger(__name__)
 
@@ -159,15 +158,7 @@ def load_slices(path: Path) -> dict[str, np.ndarray]:
     """Per-slice scores of one attack job at one eps, checked for keys and shapes."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: per-slice scores not found (written beside the attack JSON)")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            data = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{path}: not a readable .npz ({error}); delete it and its attack JSON and rerun the "
-                         "workflow to let 'advseg attack' write them again") from error
-    missing = [key for key in SLICE_KEYS if key not in data]
-    if missing:
-        raise ValueError(f"{path}: missing key(s) {', '.join(missing)}")
+    data = read_npz(path, SLICE_KEYS, "'advseg attack' (delete its attack JSON too)")
     names = [str(name) for name in data["class_names"]]
     n = data["has_organ"].shape[0]
     for key in SLICE_KEYS[1:]:
