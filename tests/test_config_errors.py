@@ -115,7 +115,7 @@ def test_study_config_plans_the_studys_grid(tmp_path):
 
 def test_other_epsilons_need_no_other_report_key(tmp_path):
     """Keys a user does not set keep config.yaml's values; the correlation eps follows the new grid."""
-    (tmp_path / "eps.yaml").write_text("attack: {epsilons: [0.1, 0.2, 0.3]}\nreport: {correlation_eps: null}\n")
+    (tmp_path / "eps.yaml").write_text("attack: {epsilons: [0.1, 0.2, 0.3]}\n")
     result = run_snakemake(tmp_path, "-n", "--configfile", "eps.yaml")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "eps_0.2.example.npz" in result.stdout and "eps_0.02" not in result.stdout

@@ -90,7 +90,7 @@ def filled(**sections) -> dict:
 
 def test_correlation_eps_defaults_to_the_middle_eps():
     assert correlation_eps(filled(attack={"epsilons": [0.05, 0.002, 0.01]})) == 0.01
-    assert correlation_eps(filled(attack={"epsilons": [0.4, 0.1, 0.2, 0.3]})) == 0.2
+    assert correlation_eps(filled(attack={"epsilons": [0.4, 0.1, 0.2, 0.3]})) == 0.3
     assert correlation_eps(filled(attack={"epsilons": [0.3]})) == 0.3
     assert correlation_eps(filled(attack={"epsilons": [0.1, 0.2]}, report={"correlation_eps": 0.2})) == 0.2
     config = filled(attack={"epsilons": [0.1, 0.2, 0.3]}, report={"transfer_eps": 0.3})

@@ -202,14 +202,14 @@ def attack_jobs(config: dict[str, Any]) -> list[AttackJob]:
 def correlation_eps(config: dict[str, Any]) -> float:
     """The eps at which model size is compared with attack success (default: the middle one).
 
-    The middle of the sorted epsilons (the lower of the two middles) is a moderate attack
+    The middle of the sorted epsilons (the upper of the two middles) is a moderate attack
     whatever grid the user configures, so changing the grid never needs this key too.
     """
     eps = config["report"]["correlation_eps"]
     if eps is not None:
         return eps
     ordered = sorted(config["attack"]["epsilons"])
-    return ordered[(len(ordered) - 1) // 2]
+    return ordered[len(ordered) // 2]
 
 
 def transfer_eps(config: dict[str, Any]) -> float:
