@@ -1,11 +1,13 @@
-"""The tiny workflow submitted through profiles/slurm to a real one-node SLURM cluster.
+"""The workflow submitted through profiles/slurm to a real one-node SLURM cluster.
 
 The cluster (slurmctld, slurmd, munged; no slurmdbd) runs on localhost with two fake
-GPUs (tests/slurm_cluster.py). The first run has the `advseg aggregate` step made to
-fail: the workflow must fail and show that job's log, after SLURM ran every other job
-to completion. The second run finishes what is left, and a third finds nothing to do.
-Assertions are about the DAG as a whole (every job submitted, every job COMPLETED,
-as many SLURM jobs as Snakemake jobs), not about today's list of rules.
+GPUs (tests/slurm_cluster.py). The grid is tests/configs/slurm.yaml over tiny.yaml: one
+model, one epoch, one attack, so every rule but transfer runs once. Two runs share the
+cluster at once, each in its own copy of the workflow: one asks only for the `tracking`
+job, with `advseg tracking` made to fail, and must fail and show that job's log; the
+other runs the whole workflow, and a dry run after it finds nothing to do. Assertions
+are about the DAG as a whole (every job submitted, every job COMPLETED, as many SLURM
+jobs as Snakemake jobs), not about today's list of rules.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,10 +28,31 @@ from slurm_cluster import LocalSlurmCluster, unavailable_reason
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
+CONFIGS = [REPO / "tests" / "configs" / "tiny.yaml", REPO / "tests" / "configs" / "slurm.yaml"]
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
-FAILING_STEP = "aggregate"
+FAILING_STEP = "tracking"  # an early, cheap job: failing it costs a few seconds of SLURM time
 FAILURE_MARK = "made to fail by the SLURM test"
+TIMEOUT = 3000  # seconds for one snakemake command
+
+# `snakemake` itself, but with the executor sleeping --seconds-between-status-checks
+# between two status checks, always. The SLURM plugin adds 10 s to that sleep after each
+# check that finds no job finished (up to 180 s), with no setting to turn that off, so
+# on a cluster whose jobs take seconds each finished job would be noticed up to tens of
+# seconds late (the whole run took minutes longer). What is submitted, and how states
+# are read and reported, is the plugin's own.
+STEADY_POLLING_SNAKEMAKE = """
+import sys
+from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
+from snakemake_executor_plugin_slurm import Executor
+paced = RemoteExecutor.__dict__["next_seconds_between_status_checks"]
+assert Executor.next_seconds_between_status_checks is paced and Executor.sleep is RemoteExecutor.sleep, (
+    "the SLURM plugin paces its status checks another way now: revisit STEADY_POLLING_SNAKEMAKE")
+RemoteExecutor.next_seconds_between_status_checks = property(
+    lambda self: self.workflow.remote_execution_settings.seconds_between_status_checks,
+    lambda self, value: None)
+from snakemake.cli import main
+sys.exit(main())
+"""
 
 pytestmark = pytest.mark.workflow
 
@@ -64,18 +88,71 @@ def failing_advseg(directory: Path) -> Path:
     return directory
 
 
-def snakemake(directory: Path, cluster: LocalSlurmCluster, *args: str, path_first: Path | None = None,
-              profile: bool = True) -> subprocess.CompletedProcess:
-    # the profile as a user runs it; the status settings only make a test on a tiny cluster quick
-    submission = ["--profile", str(REPO / "profiles" / "slurm"), "--slurm-status-command", "squeue",
-                  "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1"]
-    command = [str(BIN / "snakemake"), "--configfile", str(TINY), *(submission if profile else ["--cores", "1"]), *args]
-    path = os.pathsep.join(str(p) for p in (path_first, BIN) if p) + os.pathsep + os.environ["PATH"]
-    started = time.monotonic()
-    result = subprocess.run(command, cwd=directory, env={**cluster.env, "PATH": path},
-                            text=True, capture_output=True, timeout=3000)
-    result.seconds = time.monotonic() - started
-    return result
+class Snakemake:
+    """One snakemake command, started at once in ``directory``; :meth:`result` waits for it."""
+
+    def __init__(self, directory: Path, cluster: LocalSlurmCluster, *args: str, path_first: Path | None = None,
+                 profile: bool = True):
+        # the profile as a user runs it; the status settings only make a test on a tiny cluster quick
+        submission = ["--profile", str(REPO / "profiles" / "slurm"), "--slurm-status-command", "squeue",
+                      "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1"]
+        launcher = [sys.executable, "-c", STEADY_POLLING_SNAKEMAKE] if profile else [str(BIN / "snakemake")]
+        self.command = [*launcher, "--configfile", *map(str, CONFIGS),
+                        *(submission if profile else ["--cores", "1"]), *args]
+        path = os.pathsep.join(str(p) for p in (path_first, BIN) if p) + os.pathsep + os.environ["PATH"]
+        # the jobs import this checkout's advseg, whichever checkout the environment's editable install names
+        inherited = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+        pythonpath = os.pathsep.join([str(REPO / "src"), *inherited])
+        # files, not pipes: a run that prints much must not block while another one is waited for
+        self.stdout, self.stderr = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        self.started, self.ended = time.monotonic(), None
+        self.process = subprocess.Popen(self.command, cwd=directory, text=True, stdout=self.stdout,
+                                        stderr=self.stderr, stdin=subprocess.DEVNULL,
+                                        env={**cluster.env, "PATH": path, "PYTHONPATH": pythonpath})
+
+    def result(self) -> subprocess.CompletedProcess:
+        try:
+            self.process.wait(max(1.0, TIMEOUT - (time.monotonic() - self.started)))
+        finally:
+            self.stop()
+        self.ended = self.ended or time.monotonic()
+        outputs = []
+        for stream in (self.stdout, self.stderr):
+            stream.seek(0)
+            outputs.append(stream.read())
+            stream.close()
+        result = subprocess.CompletedProcess(self.command, self.process.returncode, *outputs)
+        result.seconds = self.ended - self.started
+        return result
+
+    def stop(self) -> None:
+        """End the command by its PID if it is still running (a timeout, or a failure elsewhere)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def together(*commands) -> list[subprocess.CompletedProcess]:
+    """Start every command (a function that starts one), then wait for all; none outlives this call."""
+    started = []
+    try:
+        for command in commands:
+            started.append(command())
+        while any(run.ended is None for run in started):  # each run's own time, for the printed summary
+            for run in started:
+                if run.ended is None and run.process.poll() is not None:
+                    run.ended = time.monotonic()
+            if time.monotonic() - started[0].started > TIMEOUT:
+                break  # result() below raises TimeoutExpired for a run still going
+            time.sleep(0.2)
+        return [run.result() for run in started]
+    finally:
+        for run in started:
+            run.stop()
 
 
 def run_id(output: str) -> str:
@@ -102,16 +179,20 @@ def total_jobs(output: str) -> int:
 
 @pytest.fixture(scope="module")
 def runs(cluster, tmp_path_factory):
+    failing_dir = workflow_copy(tmp_path_factory.mktemp("slurm-failing"))
     directory = workflow_copy(tmp_path_factory.mktemp("slurm-workflow"))
     broken = failing_advseg(tmp_path_factory.mktemp("bin") / "bin")
-    first = snakemake(directory, cluster, path_first=broken)
-    jobs_after_first = cluster.finished_jobs()
-    second = snakemake(directory, cluster)
-    third = snakemake(directory, cluster, "--dry-run")
-    summary = snakemake(directory, cluster, "--summary", profile=False)
-    print(f"\nSLURM runs: failing {first.seconds:.0f} s, rest {second.seconds:.0f} s")
-    return {"dir": directory, "first": first, "second": second, "third": third, "summary": summary,
-            "jobs_after_first": jobs_after_first, "jobs": cluster.finished_jobs()}
+    # independent runs in their own directories share the cluster at once: the failing one
+    # mostly waits on SLURM, and the workflow's chain of jobs leaves a core free
+    failing, workflow = together(lambda: Snakemake(failing_dir, cluster, FAILING_STEP, path_first=broken),
+                                 lambda: Snakemake(directory, cluster))
+    # neither locks the directory
+    dry_run, summary = together(lambda: Snakemake(directory, cluster, "--dry-run"),
+                                lambda: Snakemake(directory, cluster, "--summary", profile=False))
+    print(f"\nSLURM runs: failing {failing.seconds:.0f} s, workflow {workflow.seconds:.0f} s, "
+          f"dry run {dry_run.seconds:.0f} s, summary {summary.seconds:.0f} s")
+    return {"dir": directory, "failing": failing, "workflow": workflow, "dry_run": dry_run, "summary": summary,
+            "jobs": cluster.finished_jobs()}
 
 
 def records_of(jobs: list[dict], output: str) -> list[dict]:
@@ -120,48 +201,44 @@ def records_of(jobs: list[dict], output: str) -> list[dict]:
 
 
 def test_a_failed_slurm_job_fails_the_workflow_and_shows_its_log(runs):
-    first = runs["first"]
-    output = first.stderr + first.stdout
-    assert first.returncode != 0, output[-3000:]
+    failing = runs["failing"]
+    output = failing.stderr + failing.stdout
+    assert failing.returncode != 0, output[-3000:]
     assert f"Error in rule {FAILING_STEP}" in output
     assert FAILURE_MARK in output, "the failed job's log is shown"
+    assert total_jobs(output) == 1, output[-3000:]
     retries = yaml.safe_load(PROFILE.read_text())["retries"]
-    records = records_of(runs["jobs_after_first"], output)
+    records = records_of(runs["jobs"], output)
     assert sorted(job["JobId"] for job in records) == sorted(submitted_job_ids(output))
-    failed = [job for job in records if job["JobState"] != "COMPLETED"]
-    assert len(failed) == 1 + retries, f"one try and {retries} retries of the failing job: {failed}"
+    assert len(records) == 1 + retries, f"one try and {retries} retries of the failing job: {records}"
     # the job's step (srun) exits 1 when the Snakemake job inside it fails
-    assert all(job["JobState"] == "FAILED" and job["ExitCode"] != "0:0" for job in failed), failed
+    assert all(job["JobState"] == "FAILED" and job["ExitCode"] != "0:0" for job in records), records
 
 
-def test_the_rerun_completes_every_job_on_slurm(runs):
-    second = runs["second"]
-    output = second.stderr + second.stdout
-    assert second.returncode == 0, output[-5000:]
+def test_the_workflow_completes_every_job_on_slurm(runs):
+    workflow = runs["workflow"]
+    output = workflow.stderr + workflow.stdout
+    assert workflow.returncode == 0, output[-5000:]
     records = records_of(runs["jobs"], output)
     remote, local = job_headers(output)
-    assert remote == [FAILING_STEP], "only the failed step is left after the first run"
+    assert FAILING_STEP in remote
     assert len(remote) + len(local) == total_jobs(output)
     assert sorted(job["JobId"] for job in records) == sorted(submitted_job_ids(output))
     assert len(records) == len(remote) and all(job["JobState"] == "COMPLETED" for job in records), records
 
 
 def test_as_many_slurm_jobs_as_snakemake_jobs(runs):
-    first = runs["first"].stderr + runs["first"].stdout
-    second = runs["second"].stderr + runs["second"].stdout
-    retries = yaml.safe_load(PROFILE.read_text())["retries"]
-    records = records_of(runs["jobs"], first)
-    _, local = job_headers(second)  # local jobs (the target rule) run once everything else is done
-    assert total_jobs(first) == len(records) - retries + len(local), "every job but local ones went to SLURM"
-    done = [job for job in records if job["JobState"] == "COMPLETED"]
-    assert len(done) == len(records) - (1 + retries)
-    assert all(job["ExitCode"] == "0:0" and job["Partition"] == "debug" for job in done)
+    output = runs["workflow"].stderr + runs["workflow"].stdout
+    records = records_of(runs["jobs"], output)
+    _, local = job_headers(output)  # local jobs (the target rule) run once everything else is done
+    assert total_jobs(output) == len(records) + len(local), "every job but local ones went to SLURM"
+    assert all(job["ExitCode"] == "0:0" and job["Partition"] == "debug" for job in records), records
 
 
 def test_nothing_is_left_to_do(runs):
-    third, summary = runs["third"], runs["summary"]
-    assert third.returncode == 0, third.stderr[-3000:]
-    assert "Nothing to be done" in third.stderr + third.stdout
+    dry_run, summary = runs["dry_run"], runs["summary"]
+    assert dry_run.returncode == 0, dry_run.stderr[-3000:]
+    assert "Nothing to be done" in dry_run.stderr + dry_run.stdout
     assert summary.returncode == 0, summary.stderr[-3000:]
     rows = [line.split("\t") for line in summary.stdout.splitlines()[1:] if line.strip()]
     header = summary.stdout.splitlines()[0].split("\t")
