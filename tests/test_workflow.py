@@ -179,7 +179,7 @@ def test_mlflow_runs(runs):
             "PGD logs its loss at every step"
     for run in finished_train:
         assert "clean_dice" in run.data.metrics, "checkpoint logs clean scores into the training run"
-        history = client.get_metric_history(run.info.run_id, "val_dice")
+        history = client.get_metric_history(run.info.run_id, "inner_val_dice")
         assert sorted({m.step for m in history}) == [1, 2, 3], "every epoch, before and after the kill"
     artifacts = {a.path for a in client.list_artifacts(by_stage["aggregate"][0].info.run_id, "plots")}
     assert "plots/param_size_correlation.png" in artifacts
