@@ -65,10 +65,10 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when this process dies, even if no teardown runs."""
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """In the child before exec: send it ``signum`` when this process dies, even if no teardown runs."""
     PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
 
 
 def parse_jobcomp(text: str) -> list[dict[str, str]]:
@@ -178,7 +178,7 @@ class LocalSlurmCluster:
         log = open(self.logs / f"{name}.out", "w")
         self.processes[name] = subprocess.Popen([str(part) for part in command], env=self.env,
                                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                preexec_fn=_die_with_parent)
+                                                preexec_fn=die_with_parent)
         log.close()
 
     def _node_is_idle(self) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slurm_cluster import LocalSlurmCluster, unavailable_reason
+from slurm_cluster import LocalSlurmCluster, die_with_parent, unavailable_reason
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -106,8 +107,10 @@ class Snakemake:
         # files, not pipes: a run that prints much must not block while another one is waited for
         self.stdout, self.stderr = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
         self.started, self.ended = time.monotonic(), None
+        # like the cluster's daemons, a run ends with this process even if no teardown runs
         self.process = subprocess.Popen(self.command, cwd=directory, text=True, stdout=self.stdout,
                                         stderr=self.stderr, stdin=subprocess.DEVNULL,
+                                        preexec_fn=lambda: die_with_parent(signal.SIGINT),
                                         env={**cluster.env, "PATH": path, "PYTHONPATH": pythonpath})
 
     def result(self) -> subprocess.CompletedProcess:
@@ -126,9 +129,12 @@ class Snakemake:
         return result
 
     def stop(self) -> None:
-        """End the command by its PID if it is still running (a timeout, or a failure elsewhere)."""
+        """End the command by its PID if it is still running (a timeout, or a failure elsewhere).
+
+        SIGINT: Snakemake cancels its SLURM jobs and exits (on SIGTERM it would wait for them).
+        """
         if self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(signal.SIGINT)
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
