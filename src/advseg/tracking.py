@@ -732,39 +732,6 @@ def resolve_run_id(tracking: Tracking, run_id: str) -> str | None:
     return None if real in (None, _LOST) else real
 
 
-# --- kept for the commands until they move to job_run -------------------------------------
-
-@contextlib.contextmanager
-def mlflow_run(tracking: Tracking, run_name: str, tags: dict[str, str], run_id: str | None = None,
-               parent_run_id: str | None = None) -> Iterator["mlflow.ActiveRun"]:  # noqa: F821
-    """Start a new run (or reopen ``run_id``) with MLflow's fluent API (no pending fallback)."""
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking.tracking_uri)
-    if parent_run_id:
-        tags = {**tags, PARENT_TAG: parent_run_id}
-    if run_id:
-        with mlflow.start_run(run_id=run_id) as run:
-            mlflow.set_tags(tags)
-            yield run
-        return
-    with mlflow.start_run(experiment_id=tracking.experiment_id, run_name=run_name, tags=tags) as run:
-        yield run
-
-
-def log_flat_metrics(prefix: str, values: dict, step: int | None = None) -> None:
-    """Log numbers from a (possibly nested) dict to the active fluent run as prefix_key[_subkey]."""
-    import mlflow
-
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update({f"{prefix}{key}_{sub}": v for sub, v in value.items()})
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[f"{prefix}{key}"] = value
-    mlflow.log_metrics(flat, step=step)
-
-
 # --- make mlflow-ui -----------------------------------------------------------------------
 
 def ui_command(config: str | None = None, port: int = 5000) -> str:

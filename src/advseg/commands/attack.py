@@ -78,7 +78,7 @@ def run(args) -> None:
         scores = {**identity, "attack": settings.method, "attack_loss": args.loss, **variant.__dict__,
                   "variant": variant.label, "eps": eps, "method_settings": method_settings,
                   **metrics.compare_scores(clean_scores, adv_scores, class_names),
-                  **_perturbation_size(clean_inputs, adv_inputs), "loss_history": list(result.loss_history)}
+                  **attacks.perturbation_size(np.asarray(images), adv_inputs), "loss_history": list(result.loss_history)}
         write_npz(args.out_dir / f"eps_{label}.slices.npz", metrics.slice_arrays(clean_scores, adv_scores, class_names))
         _write_example(args.out_dir / f"eps_{label}.example.npz", card["model"], eps, class_names, example_index,
                        images, masks, clean_pred, adv_inputs, adv_pred)
@@ -115,14 +115,6 @@ def _grey_to_channels(images):
     from advseg.models import IN_CHANNELS
 
     return np.repeat(np.asarray(images, dtype=np.float32)[:, None], IN_CHANNELS, axis=1)
-
-
-def _perturbation_size(inputs, adv_inputs) -> dict[str, float]:
-    """The perturbation actually applied (after clamping): max |delta| and mean per-image L2 norm."""
-    import numpy as np
-
-    delta = (adv_inputs - inputs).reshape(len(inputs), -1)
-    return {"linf": float(np.abs(delta).max()), "l2": float(np.linalg.norm(delta, axis=1).mean())}
 
 
 def _write_example(path: Path, model: str, eps: float, class_names, index: int, images, masks, clean_pred,
