@@ -1,10 +1,11 @@
 """How long Snakemake takes to plan a large grid: 10 architectures x 10 encoders x 4 losses x 10 eps.
 
 Prints the wall time of `snakemake -n` twice: the first run builds every model once on
-the meta device (the config check, remembered in .snakemake/advseg/), the second only
-plans. Run: ``python benchmarks/dag_size.py``.
+the meta device (the config check, remembered in ~/.cache/advseg/, here a fresh one), the
+second only plans. Run: ``python benchmarks/dag_size.py``.
 """
 
+import os
 import re
 import shutil
 import subprocess
@@ -32,7 +33,8 @@ def main() -> None:
         print("| run | jobs | seconds |\n|---|---:|---:|")
         for label in ("first (meta-device check of 100 models)", "second (check remembered)"):
             started = time.perf_counter()
-            result = subprocess.run(command, cwd=work, capture_output=True, text=True, check=True)
+            result = subprocess.run(command, cwd=work, capture_output=True, text=True, check=True,
+                                    env={**os.environ, "XDG_CACHE_HOME": str(work / "cache")})
             seconds = time.perf_counter() - started
             total = re.search(r"^total\s+(\d+)$", result.stdout, re.M).group(1)
             print(f"| {label} | {total} | {seconds:.1f} |")

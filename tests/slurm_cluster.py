@@ -21,11 +21,12 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from loopback import free_port
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scancel", "scontrol", "sinfo", "srun", "munge")
@@ -57,12 +58,6 @@ def _mount_namespaces_work() -> bool:
         return False
     probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True)
     return probe.returncode == 0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def die_with_parent(signum: int = signal.SIGTERM) -> None:
@@ -120,7 +115,7 @@ class LocalSlurmCluster:
         devices = [self.root / "dev" / f"fakegpu{index}" for index in range(self.gpus)]
         for device in devices:
             os.mknod(device, 0o666 | 0o020000, os.makedev(1, 3))  # a character device, like /dev/null
-        ctld_port, slurmd_port = _free_port(), _free_port()
+        ctld_port, slurmd_port = free_port(), free_port()
         settings = {
             "ClusterName": "advsegtest", "SlurmctldHost": NODE,
             "SlurmctldPort": ctld_port, "SlurmdPort": slurmd_port,

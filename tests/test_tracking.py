@@ -12,11 +12,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,8 @@ import pytest
 pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import ViewType  # noqa: E402
+
+from loopback import free_port, wait_until_healthy  # noqa: E402
 
 from advseg.tracking import (PARENT_TAG, PENDING_TAG, Tracking, init_tracking, job_run,  # noqa: E402
                              mark_killed)
@@ -58,12 +58,6 @@ with job_run(tracking, spec["name"], {"stage": spec["stage"]}, parent_run_id=spe
         time.sleep(600)
 print(json.dumps({"run_id": run.run_id, "offline": run.offline}))
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def job_env(**extra) -> dict:
@@ -102,16 +96,8 @@ class Server:
              "--artifacts-destination", str(self.directory / "artifacts")],
             cwd=self.directory, stdout=subprocess.DEVNULL, stderr=open(self.directory / "server.log", "a"),
             start_new_session=True)
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                assert time.monotonic() < deadline and self.process.poll() is None, \
-                    (self.directory / "server.log").read_text()[-3000:]
-                time.sleep(0.5)
+        wait_until_healthy(f"{self.uri}/health", self.process, 180,
+                           lambda: (self.directory / "server.log").read_text()[-3000:])
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from loopback import free_port, wait_until_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -187,27 +188,15 @@ def test_mlflow_runs(runs):
 
 def test_mlflow_ui_serves_the_runs(runs):
     """What a user does to browse the runs: `mlflow ui` on the workflow's store, on loopback."""
-    import json
-    import socket
     import urllib.request
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([str(BIN / "mlflow"), "ui", "--backend-store-uri", "sqlite:///results/mlflow.db",
                                "--host", "127.0.0.1", "--port", str(port)], cwd=runs["dir"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "mlflow ui did not come up"
-                time.sleep(0.5)
+        wait_until_healthy(f"{base}/health", server, 90)
         with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=advseg-test") as r:
             experiment_id = json.load(r)["experiment"]["experiment_id"]
         request = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", method="POST",
@@ -230,24 +219,3 @@ def test_html_report_holds_the_tables_and_plots(runs):
                  "sanity.md", "transfer.png"):
         assert name in html
     assert "Model size (trainable parameters, left)" in html, "captions are in the report"
-
-
-@pytest.fixture(scope="module")
-def study_run(runs):
-    """The study's attack options on the same workflow copy, in a results folder of their own."""
-    result = snakemake(runs["dir"], "--configfile", str(TINY), str(TINY.with_name("tiny_study.yaml")))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return runs["dir"] / "results_study"
-
-
-def test_study_options_run_end_to_end(study_run, runs):
-    job = study_run / "attacks/Unet-resnet18/fold_0/seed_0/fgsm/study-study-channels"
-    scores = {loss: json.loads((job / loss / "eps_0.05.json").read_text()) for loss in LOSSES}
-    for loss, record in scores.items():
-        assert (record["step"], record["loss_argument_order"], record["input"]) == ("study", "study", "channels")
-        assert record["linf"] > 0.05 - 1e-6, "the study's step also shrinks the image, beyond eps"
-    table = pd.read_csv(study_run / "tables/attack_summary.csv")
-    assert set(table.variant) == {"study-study-channels"}
-    assert "dice_study" in (study_run / "tables/attack_losses.md").read_text()
-    assert not (runs["dir"] / "results/attacks/Unet-resnet18/fold_0/seed_0/fgsm/study-study-channels").exists(), \
-        "each config's results stay in its results_dir"

@@ -38,6 +38,13 @@ def check_model(key: str, arch: str, encoder: str) -> None:
         check_choice(f"{key}.encoder", encoder, encoder_names())
 
 
+def build_cache_path() -> Path:
+    """Where pairs smp built are remembered: per user, as they depend only on the smp version."""
+    import os
+
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "advseg" / "buildable_models.json"
+
+
 def check_buildable(models: list[tuple[str, str, str]], cache: Path | None = None) -> None:
     """Build every (key, arch, encoder) on the meta device; one ValueError lists each pair that fails.
 
@@ -45,9 +52,10 @@ def check_buildable(models: list[tuple[str, str, str]], cache: Path | None = Non
     encoder, DPT without a timm encoder, an unknown timm name). On the meta device a
     build allocates no memory and loads no weights, so the whole grid is checked before
     any job, at the price of importing smp (seconds); pairs that built once are
-    remembered in ``cache`` for the installed smp version.
+    remembered in ``cache`` (:func:`build_cache_path`) for the installed smp version.
     """
     import json
+    import os
     from importlib.metadata import version
 
     smp_version = version("segmentation-models-pytorch")
@@ -75,7 +83,7 @@ def check_buildable(models: list[tuple[str, str, str]], cache: Path | None = Non
             known.add(f"{arch}/{encoder}")
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_name(cache.name + ".partial")
+        partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")  # jobs may check at once
         partial.write_text(json.dumps({"smp": smp_version, "buildable": sorted(known)}))
         partial.replace(cache)
     if failures:

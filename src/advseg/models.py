@@ -72,5 +72,12 @@ def as_model_input(images: torch.Tensor) -> torch.Tensor:
     return images.unsqueeze(1).expand(-1, IN_CHANNELS, -1, -1)
 
 
+def as_model_input_array(images):
+    """as_model_input for numpy arrays: float32 (N, 3, H, W) copies, e.g. to store or replay attacks."""
+    import numpy as np
+
+    return np.repeat(np.asarray(images, dtype=np.float32)[:, None], IN_CHANNELS, axis=1)
+
+
 def model_name(arch: str, encoder: str) -> str:
     return f"{arch}-{encoder}"

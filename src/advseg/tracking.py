@@ -196,6 +196,9 @@ def _error_kind(error: BaseException) -> str | None:
     return None
 
 
+_clients: dict = {}
+
+
 class _Store:
     """An MlflowClient whose calls retry transient failures and fail in one clean line."""
 
@@ -213,9 +216,12 @@ class _Store:
             elif (self.tracking.tracking_uri.startswith("sqlite:///") and self.tracking.experiment_id
                   and not _sqlite_path(self.tracking.tracking_uri).exists()):
                 raise ValueError(self.tracking._stale_message())
-            from mlflow import MlflowClient
+            uri = self.tracking.tracking_uri
+            if uri not in _clients:  # a client costs about 0.5 s to make: one per store and process
+                from mlflow import MlflowClient
 
-            self._client = self._retry(lambda: MlflowClient(tracking_uri=self.tracking.tracking_uri))
+                _clients[uri] = self._retry(lambda: MlflowClient(tracking_uri=uri))
+            self._client = _clients[uri]
         return self._client
 
     def call(self, action):

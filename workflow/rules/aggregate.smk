@@ -29,7 +29,7 @@ rule aggregate:
         cards=model_cards(),
         transfers=transfer_results(),
         grids=example_grids(),
-        tracking=rules.tracking.output[0],
+        tracking=TRACKING_FILE,
     output:
         summary=report(f"{RESULTS}/tables/attack_summary.csv", caption="../report/attack_summary.rst",
                        category="Tables"),

@@ -1,10 +1,10 @@
 rule attack:
     """One model x method x variant x attack loss, every eps in one process: scores per eps and per slice."""
     input:
-        model=rules.checkpoint.output.model,
-        card=rules.checkpoint.output.card,
+        model=CHECKPOINT["model"],
+        card=CHECKPOINT["card"],
         data=PREPARED_DATA,
-        tracking=rules.tracking.output[0],
+        tracking=TRACKING_FILE,
     output:
         scores=attack_outputs("json"),
         slices=attack_outputs("slices.npz"),
@@ -35,8 +35,8 @@ rule attack:
 rule transfer:
     """Replay every other model's perturbations (same fold and seed, transfer eps) on one target model."""
     input:
-        model=rules.checkpoint.output.model,
-        card=rules.checkpoint.output.card,
+        model=CHECKPOINT["model"],
+        card=CHECKPOINT["card"],
         data=PREPARED_DATA,
         sources=transfer_sources,
     output:

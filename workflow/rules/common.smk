@@ -5,12 +5,13 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from advseg.catalog import build_cache_path
 from advseg.config import (attack_jobs, correlation_eps, eps_label, method_settings, model_specs, replicates,
                            transfer_eps, validate_config)
 
 try:
     validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml",
-                    build_cache=Path(".snakemake/advseg/buildable_models.json"))
+                    build_cache=build_cache_path())
 except ValueError as error:
     raise WorkflowError(f"invalid config: {error}") from None
 
@@ -25,6 +26,10 @@ PREPARED_DATA = f"{RESULTS}/data/{config['data']['name']}"
 TRACKING_URI = config["mlflow"]["tracking_uri"] or f"sqlite:///{RESULTS}/mlflow.db"
 
 MODEL_DIR = f"{RESULTS}/models/{{model}}/fold_{{fold}}/seed_{{seed}}"
+# plain paths, not rules.<name>.output: Snakemake's check of rule dependencies hashes every
+# input list once per input file, which made planning a 100-model grid quadratic in its inputs
+TRACKING_FILE = f"{RESULTS}/mlflow/tracking.json"
+CHECKPOINT = {"model": f"{MODEL_DIR}/model.safetensors", "card": f"{MODEL_DIR}/model_card.json"}
 ATTACK_DIR = f"{RESULTS}/attacks/{{model}}/fold_{{fold}}/seed_{{seed}}/{{method}}/{{variant}}/{{attack_loss}}"
 
 

@@ -17,7 +17,7 @@ rule download:
 rule tracking:
     """Create the MLflow store and experiment once, before jobs log runs in parallel."""
     output:
-        f"{RESULTS}/mlflow/tracking.json",
+        TRACKING_FILE,
     params:
         tracking_uri=TRACKING_URI,
         experiment=config["mlflow"]["experiment"],

@@ -2,7 +2,7 @@ rule train:
     """Train one model on one fold with one seed; the best epoch on the inner validation split is kept."""
     input:
         data=PREPARED_DATA,
-        tracking=rules.tracking.output[0],
+        tracking=TRACKING_FILE,
     output:
         weights=f"{MODEL_DIR}/train/best.safetensors",
         history=f"{MODEL_DIR}/train/history.json",
@@ -31,10 +31,10 @@ rule checkpoint:
     input:
         unpack(trained_or_imported),
         data=PREPARED_DATA,
-        tracking=rules.tracking.output[0],
+        tracking=TRACKING_FILE,
     output:
-        model=f"{MODEL_DIR}/model.safetensors",
-        card=f"{MODEL_DIR}/model_card.json",
+        model=CHECKPOINT["model"],
+        card=CHECKPOINT["card"],
     params:
         source=lambda wildcards, input: (
             f"--history {input.history}" if "history" in input.keys() else model_options(MODELS[wildcards.model])

@@ -40,6 +40,7 @@ def run(args) -> None:
     from advseg.devices import claim_device, set_threads
     from advseg.jobs import read_json, write_json, write_npz
     from advseg.losses import get_loss
+    from advseg.models import as_model_input_array
     from advseg.settings import from_mapping
     from advseg.tracking import Tracking, job_run
 
@@ -69,7 +70,7 @@ def run(args) -> None:
                 "fold": str(card["fold"]), "seed": str(card["seed"]), "attack": settings.method,
                 "attack_loss": args.loss, "variant": variant.label, **variant.__dict__}
     example_index = int(np.asarray(masks).reshape(len(masks), -1).sum(1).argmax())
-    clean_inputs = _grey_to_channels(images)
+    clean_inputs = as_model_input_array(images)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for label, eps in epsilons.items():
         result, adv_pred = results[eps], results[eps].adv_pred
@@ -107,14 +108,6 @@ def _parse_eps(label: str) -> float:
     if not 0 <= eps <= 1:
         raise ValueError(f"attack.epsilons: {label} is outside [0, 1]")
     return eps
-
-
-def _grey_to_channels(images):
-    import numpy as np
-
-    from advseg.models import IN_CHANNELS
-
-    return np.repeat(np.asarray(images, dtype=np.float32)[:, None], IN_CHANNELS, axis=1)
 
 
 def _write_example(path: Path, model: str, eps: float, class_names, index: int, images, masks, clean_pred,

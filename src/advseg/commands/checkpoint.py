@@ -40,7 +40,7 @@ def run(args) -> None:
     from advseg.inference import predict_masks
     from advseg.jobs import read_json, write_json
     from advseg.metrics import summarize
-    from advseg.models import count_parameters
+    from advseg.models import count_parameters, input_channels
     from advseg.tracking import Tracking, job_run
 
     tracking = Tracking.load(args.tracking)
@@ -67,6 +67,7 @@ def run(args) -> None:
     with claim_device() as device:
         scores = summarize(predict_masks(model.to(device), images, args.batch_size, device), masks, class_names)
     card = {"model": args.name, "arch": arch, "encoder": encoder, "params": count_parameters(model),
+            "in_channels": input_channels(model),
             "fold": args.fold, "seed": args.seed, "dataset": str(args.data), "class_names": class_names,
             "image_size": int(data.image_size),
             **{f"clean_{key}": value for key, value in scores.items() if not key.startswith("n_images")},

@@ -75,13 +75,12 @@ def replay(images, perturbation: dict):
     """The attacked (N, 3, H, W) inputs: clamp(x + delta) on the slices the delta was made on."""
     import numpy as np
 
-    from advseg.models import IN_CHANNELS
+    from advseg.models import as_model_input_array
 
     delta = perturbation["delta"].astype(np.float32) * perturbation["scale"]
     if perturbation["input"] == "grey":
-        delta = np.repeat(delta[:, None], IN_CHANNELS, axis=1)
-    inputs = np.repeat(images[:, None], IN_CHANNELS, axis=1)
-    return np.clip(inputs + delta, 0.0, 1.0)
+        delta = as_model_input_array(delta)
+    return np.clip(as_model_input_array(images) + delta, 0.0, 1.0)
 
 
 def _load_perturbation(path: Path, fold: int) -> dict:
