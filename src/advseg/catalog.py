@@ -82,9 +82,15 @@ def check_buildable(models: list[tuple[str, str, str]], cache: Path | None = Non
         else:
             known.add(f"{arch}/{encoder}")
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
         partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")  # jobs may check at once
-        partial.write_text(json.dumps({"smp": smp_version, "buildable": sorted(known)}))
-        partial.replace(cache)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps({"smp": smp_version, "buildable": sorted(known)}))
+            partial.replace(cache)
+        except OSError as error:  # a read-only home only costs the next check its seconds
+            import warnings
+
+            warnings.warn(f"{cache}: could not remember the models that built ({error}); "
+                          f"set XDG_CACHE_HOME to a writable folder", stacklevel=2)
     if failures:
         raise ValueError("; ".join(failures))
