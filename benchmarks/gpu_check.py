@@ -104,6 +104,7 @@ def check_attacks(model, data) -> dict:
 
     from advseg.attacks import METHODS, AttackSettings, attack_sweep
     from advseg.metrics import slice_scores, summarize_scores
+    from advseg.models import as_model_input_array
 
     images, masks = data.val_slices()
     epsilons = [0.01, 0.05]
@@ -119,7 +120,7 @@ def check_attacks(model, data) -> dict:
         on_cpu = attack_sweep(cpu_model, images, masks, loss, epsilons, settings, batch_size=16)
         for eps in epsilons:
             gpu, cpu = on_gpu[eps], on_cpu[eps]
-            delta = np.asarray(gpu.adv_inputs) - np.repeat(np.asarray(images)[:, None], 3, axis=1)
+            delta = np.asarray(gpu.adv_inputs) - as_model_input_array(images)
             rows.append({
                 "method": method, "eps": eps,
                 "dice_clean": summarize_scores(slice_scores(gpu.clean_pred, masks), names)["dice"],

@@ -9,6 +9,9 @@ timm encoder. Whether smp can build a pair is checked by :func:`check_buildable`
 from __future__ import annotations
 
 import difflib
+import json
+import os
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -40,8 +43,6 @@ def check_model(key: str, arch: str, encoder: str) -> None:
 
 def build_cache_path() -> Path:
     """Where pairs smp built are remembered: per user, as they depend only on the smp version."""
-    import os
-
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "advseg" / "buildable_models.json"
 
 
@@ -54,8 +55,6 @@ def check_buildable(models: list[tuple[str, str, str]], cache: Path | None = Non
     any job, at the price of importing smp (seconds); pairs that built once are
     remembered in ``cache`` (:func:`build_cache_path`) for the installed smp version.
     """
-    import json
-    import os
     from importlib.metadata import version
 
     smp_version = version("segmentation-models-pytorch")
@@ -88,8 +87,6 @@ def check_buildable(models: list[tuple[str, str, str]], cache: Path | None = Non
             partial.write_text(json.dumps({"smp": smp_version, "buildable": sorted(known)}))
             partial.replace(cache)
         except OSError as error:  # a read-only home only costs the next check its seconds
-            import warnings
-
             warnings.warn(f"{cache}: could not remember the models that built ({error}); "
                           f"set XDG_CACHE_HOME to a writable folder", stacklevel=2)
     if failures:
