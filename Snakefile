@@ -1,6 +1,6 @@
 # advseg: how vulnerable are medical image segmentation models to adversarial attacks?
 #
-#   download -> tracking -> train -> checkpoint -> attack -> transfer, example_grid -> aggregate
+#   download -> tracking -> train -> checkpoint -> attack -> transfer -> aggregate
 #
 # Each rule calls one `advseg <step>` command; the logic lives in the advseg package.
 

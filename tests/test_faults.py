@@ -315,7 +315,7 @@ def aggregate_args(base: Path, out: Path, attacks: Path | None = None) -> list:
         argv += [flags[name], out / "tables" / name]
     for flag, name in zip(("--correlation-plot", "--dice-plot", "--loss-plot", "--transfer-plot"), PLOTS):
         argv += [flag, out / "plots" / name]
-    return argv + ["--run-record", out / "aggregate_run.json"]
+    return argv + ["--examples-dir", out / "plots/examples", "--run-record", out / "aggregate_run.json"]
 
 
 @pytest.fixture(scope="module")

@@ -58,6 +58,12 @@ def test_folder_data_with_a_trained_and_an_imported_model(folder_results):
     assert table.loc[table.model == imported, "clean_dice"].notna().all()
     transfer = pd.read_csv(folder_results / "tables/transfer.csv")
     assert {trained, imported} <= set(transfer["source_model"])
+    for model in (trained, imported):
+        assert json.loads((folder_results / f"transfer/{model}/fold_0/seed_0.json").read_text()), model
+        assert (folder_results / f"plots/examples/{model}.png").read_bytes().startswith(b"\x89PNG")
+    correlation = pd.read_csv(folder_results / "tables/correlation.csv")
+    assert (correlation["n_models"] == 2).all()
+    assert (folder_results / "plots/transfer.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_the_studys_options_run_end_to_end(folder_results):

@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from test_plots import write_example
+
 from advseg import comparisons, sanity, statistics, summary
 from advseg.commands import aggregate
 
@@ -390,6 +392,9 @@ def test_aggregate_command_writes_every_output(results, tmp_path, monkeypatch):
                                      "seed": s, "attack": "pgd", "attack_loss": "bce", "variant": "standard",
                                      "eps": 0.03, "clean_dice": 0.7, "adv_dice": 0.65, "clean_dice_study": 0.7,
                                      "adv_dice_study": 0.65} for s in SEEDS]))
+    examples = [write_example(path.with_name(path.name.replace(".json", ".example.npz")))
+                for path in results.attacks if path.parent.parent.name == "standard" and "seed1" in path.parts
+                and path.name == "eps_0.03.json" and ("Unet-resnet18" in path.parts or "bce" in path.parts)]
     out = tmp_path / "out"
     names = {"summary_csv": "attack_summary.csv", "replicates_csv": "attack_summary_replicates.csv",
              "losses_md": "attack_losses.md", "losses_csv": "attack_losses.csv", "ablation_md": "ablation.md",
@@ -398,11 +403,15 @@ def test_aggregate_command_writes_every_output(results, tmp_path, monkeypatch):
              "dice_plot": "dice_vs_eps.png", "loss_plot": "loss_curve.png", "transfer_plot": "transfer.png",
              "run_record": "aggregate_run.json"}
     args = Namespace(tracking=tmp_path / "tracking.json", attacks=results.attacks, cards=results.cards,
-                     transfers=[transfer], grids=[], metric="dice_study", correlation_eps=None, transfer_eps=0.03,
-                     n_bootstrap=1000, seed=0, **{key: out / name for key, name in names.items()})
+                     transfers=[transfer], examples=examples, metric="dice_study", correlation_eps=None,
+                     transfer_eps=0.03, n_bootstrap=1000, seed=0, examples_dir=out / "examples",
+                     **{key: out / name for key, name in names.items()})
     aggregate.run(args)
     for name in names.values():
         assert (out / name).stat().st_size > 0, name
+    grids = sorted(path.name for path in (out / "examples").iterdir())
+    assert grids == [f"{model}.png" for model in ("FPN-resnet34", "Unet-resnet18", "Unet-resnet50")]
+    assert sorted(path.name for path in logged["artifacts"]["plots/examples"]) == grids
     table = pd.read_csv(out / "attack_summary.csv")
     expected = results.table.assign(worst_of=results.table["worst_of"].replace("", np.nan))
     pd.testing.assert_frame_equal(table, expected, check_dtype=False, check_exact=False, rtol=1e-5, atol=1e-6)
@@ -411,7 +420,21 @@ def test_aggregate_command_writes_every_output(results, tmp_path, monkeypatch):
     assert "Scores are `dice_study`" in (out / "attack_losses.md").read_text()
     sanity_table = pd.read_csv(out / "sanity.csv")
     assert set(sanity_table["check"]) == set(sanity.CHECKS)
-    assert sorted(p.name for p in out.iterdir()) == sorted(names.values())  # no temporary files left
+    assert sorted(p.name for p in out.iterdir()) == sorted([*names.values(), "examples"])  # no temporary files
     args.n_bootstrap = 10
     with pytest.raises(ValueError, match="report.n_bootstrap"):
         aggregate.run(args)
+
+
+def test_examples_are_grouped_by_model_and_labelled_by_their_attack_result(results, tmp_path):
+    beside = [path for path in results.attacks if "Unet-resnet18" in path.parts and "seed1" in path.parts
+              and path.parent.parent.name == "standard" and path.name == "eps_0.01.json"]
+    examples = [path.with_name("eps_0.01.example.npz") for path in beside]
+    grouped = summary.examples_by_model(results.runs, examples)
+    assert list(grouped) == ["Unet-resnet18"]
+    assert grouped["Unet-resnet18"] == {f"{path.parent.parent.parent.name}/{path.parent.name}": example
+                                        for path, example in zip(beside, examples)}
+    assert sorted(grouped["Unet-resnet18"]) == ["fgsm/bce", "fgsm/dicefocal", "pgd/bce", "pgd/dicefocal"]
+    stray = tmp_path / "eps_0.01.example.npz"
+    with pytest.raises(ValueError, match=re.escape(f"{stray}: no attack result beside it")):
+        summary.examples_by_model(results.runs, [stray])

@@ -2,8 +2,8 @@
 
 Jobs are real processes (tests/…/job.py written per test) so that every one pays its own
 start-up, holds its own locks and finds its own store, as Snakemake jobs do. One
-`mlflow server` on loopback serves the whole module; it is started, stopped and
-restarted by PID.
+`mlflow server` on loopback serves the whole module, started and stopped by PID; a
+server that is down is a loopback port nobody listens on.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from mlflow.entities import ViewType  # noqa: E402
 from loopback import free_port, wait_until_healthy  # noqa: E402
 
 from advseg.tracking import (PARENT_TAG, PENDING_TAG, Tracking, init_tracking, job_run,  # noqa: E402
-                             mark_killed)
+                             mark_killed, sync_pending)
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = 8
@@ -81,7 +81,7 @@ def finish(process: subprocess.Popen, timeout: float = 300) -> dict:
 
 
 class Server:
-    """One `mlflow server` (SQLite backend, proxied artifacts) that a test may stop and restart."""
+    """One `mlflow server` (SQLite backend, proxied artifacts) on a free loopback port."""
 
     def __init__(self, directory: Path):
         self.directory = directory
@@ -161,10 +161,14 @@ def test_jobs_logging_at_once_lose_no_run(store, server, tmp_path):
 
 
 def test_jobs_finish_while_the_server_is_down_and_sync_logs_them_once(server, tmp_path):
-    """Train, reopen (checkpoint) and two children run with the server down; sync logs them later."""
+    """Train, reopen (checkpoint) and two children run with the server down; sync logs them later.
+
+    "Down" is the tracking file naming a port nobody listens on, as a stopped server's port is.
+    """
     tracking = init_tracking(server.uri, "down", tmp_path / "unused", tmp_path / "mlflow" / "tracking.json")
     before = {run.info.run_id for run in runs_of(server.uri, tracking.experiment_id)}
-    server.stop()
+    up = json.loads(tracking.source.read_text())
+    tracking.source.write_text(json.dumps({**up, "tracking_uri": f"http://127.0.0.1:{free_port()}"}))
     env = job_env()
     for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
         env.pop(name, None)  # the module's own bounded defaults
@@ -193,7 +197,7 @@ def test_jobs_finish_while_the_server_is_down_and_sync_logs_them_once(server, tm
     assert all(r["parent_run_id"] == train["run_id"] for r in child_records)
     print(f"\na job against a closed port finished in {train_seconds:.1f}s (start-up included)")
 
-    server.start()
+    tracking.source.write_text(json.dumps(up))  # the server is back
     saved = tmp_path / "saved"
     shutil.copytree(pending, saved)  # to replay a sync that died before deleting its records
     sync = [sys.executable, "-m", "advseg.cli", "mlflow-sync", "--tracking", str(tracking.source)]
@@ -202,10 +206,9 @@ def test_jobs_finish_while_the_server_is_down_and_sync_logs_them_once(server, tm
     assert "synced 3 pending record(s)" in first.stdout
     for path in saved.glob("*.json"):
         shutil.copy(path, pending / path.name)
-    again = subprocess.run(sync, capture_output=True, text=True, env=job_env(), timeout=300)
-    assert again.returncode == 0, again.stderr[-3000:]
-    third = subprocess.run(sync, capture_output=True, text=True, env=job_env(), timeout=300)
-    assert "nothing to sync" in third.stdout
+    replayed = sync_pending(Tracking.load(tracking.source))
+    assert sorted(replayed.synced) == sorted(path.stem for path in saved.glob("*.json")) and not replayed.failed
+    assert sync_pending(Tracking.load(tracking.source)).synced == {}, "nothing left to sync"
     assert not list(pending.glob("*.json"))
 
     client = MlflowClient(server.uri)
@@ -311,8 +314,6 @@ def test_runs_of_killed_jobs_are_marked_killed(server, tmp_path):
     assert sorted((m["key"], m["step"]) for m in record["metrics"] if m["key"] in ("loss", "val_dice")) == \
         [("loss", 0), ("loss", 1), ("val_dice", 0), ("val_dice", 1)], "flushed at every call, before the kill"
     offline_file.write_text(json.dumps({**down, "tracking_uri": server.uri}))  # the server is back
-    from advseg.tracking import sync_pending
-
     report = sync_pending(Tracking.load(offline_file))
     synced = MlflowClient(server.uri).get_run(report.synced[pending_id.removeprefix("pending-")])
     assert synced.info.status == "KILLED" and synced.info.experiment_id == real.experiment_id

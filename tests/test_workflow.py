@@ -23,11 +23,10 @@ from loopback import free_port, wait_until_healthy
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
-MODELS = ["Unet-resnet18", "FPN-mobilenet_v2"]
+MODELS = ["Unet-resnet18"]
 METHODS, LOSSES, EPSILONS = ["fgsm", "pgd"], ["bce", "dicefocal"], ["0.01", "0.05"]
 REPLICATE = "fold_0/seed_0"
-EXPECTED_JOBS = {"download": 1, "tracking": 1, "train": 2, "checkpoint": 2, "attack": 8, "transfer": 2,
-                 "example_grid": 2, "aggregate": 1, "all": 1}
+EXPECTED_JOBS = {"download": 1, "tracking": 1, "train": 1, "checkpoint": 1, "attack": 4, "aggregate": 1, "all": 1}
 
 pytestmark = pytest.mark.workflow
 
@@ -97,7 +96,7 @@ def test_rerun_finishes_the_rest_and_resumes_training(runs):
     assert second.returncode == 0, second.stderr[-3000:]
     counts = job_counts(second.stderr)
     assert "download" not in counts and "tracking" not in counts
-    assert counts["train"] >= 1 and counts["attack"] == 8
+    assert counts["train"] == 1 and counts["attack"] == 4
     log = (runs["dir"] / f"results/logs/train/Unet-resnet18/{REPLICATE}.log").read_text()
     assert "resuming after epoch" in log
     assert not (runs["dir"] / f"results/models/Unet-resnet18/{REPLICATE}/train/resume.pt").exists()
@@ -114,7 +113,6 @@ def test_every_output_exists(runs):
     for model in MODELS:
         assert (results / f"models/{model}/{REPLICATE}/model.safetensors").stat().st_size > 0
         assert (results / f"plots/examples/{model}.png").stat().st_size > 0
-        assert (results / f"transfer/{model}/{REPLICATE}.json").exists()
         for method in METHODS:
             for loss in LOSSES:
                 job = results / f"attacks/{model}/{REPLICATE}/{method}/standard/{loss}"
@@ -144,7 +142,7 @@ def test_summary_table(runs):
     assert sorted(table.eps.unique()) == [0.01, 0.05]
     assert (attacked.linf <= attacked.eps + 1e-6).all()
     learned = table[table.clean_dice > 0]
-    assert len(learned) >= 4, "at least one tiny model should segment something"
+    assert len(learned) >= 4, "the tiny model should segment something"
     expected_diff = (learned.clean_dice - learned.adv_dice) / learned.clean_dice
     assert ((learned["diff"] - expected_diff).abs() < 1e-5).all(), "the CSV keeps 6 significant digits"
     assert (learned.adv_dice_ci_low <= learned.adv_dice + 1e-12).all()
@@ -166,8 +164,8 @@ def test_mlflow_runs(runs):
     for run in all_runs:
         by_stage.setdefault(run.data.tags.get("stage"), []).append(run)
     finished_train = [r for r in by_stage["train"] if r.info.status == "FINISHED"]
-    assert len(by_stage["train"]) == len(finished_train) == 2, "the resumed job reopened the killed job's run"
-    assert len(by_stage["attack"]) == 16 and len(by_stage["aggregate"]) == 1
+    assert len(by_stage["train"]) == len(finished_train) == 1, "the resumed job reopened the killed job's run"
+    assert len(by_stage["attack"]) == 8 and len(by_stage["aggregate"]) == 1
     train_ids = {r.info.run_id for r in finished_train}
     for run in by_stage["attack"]:
         tags = run.data.tags
@@ -184,6 +182,8 @@ def test_mlflow_runs(runs):
         assert sorted({m.step for m in history}) == [1, 2, 3], "every epoch, before and after the kill"
     artifacts = {a.path for a in client.list_artifacts(by_stage["aggregate"][0].info.run_id, "plots")}
     assert "plots/param_size_correlation.png" in artifacts
+    examples = {a.path for a in client.list_artifacts(by_stage["aggregate"][0].info.run_id, "plots/examples")}
+    assert examples == {f"plots/examples/{model}.png" for model in MODELS}
 
 
 def test_mlflow_ui_serves_the_runs(runs):
@@ -205,7 +205,7 @@ def test_mlflow_ui_serves_the_runs(runs):
                                                           "max_results": 100}).encode(),
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request) as r:
-            assert len(json.load(r)["runs"]) == 16
+            assert len(json.load(r)["runs"]) == 8
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -216,6 +216,6 @@ def test_html_report_holds_the_tables_and_plots(runs):
     assert result.returncode == 0, result.stderr[-3000:]
     html = (runs["dir"] / "report.html").read_text(errors="replace")
     for name in ("attack_summary.csv", "param_size_correlation.png", "dice_vs_eps.png", "attack_losses.md",
-                 "sanity.md", "transfer.png"):
+                 "sanity.md", "transfer.png", f"{MODELS[0]}.png"):
         assert name in html
     assert "Model size (trainable parameters, left)" in html, "captions are in the report"

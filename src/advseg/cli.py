@@ -21,7 +21,6 @@ STEPS = {
     "checkpoint": "export the best weights and a model card with clean validation scores",
     "attack": "attack one model with one method and loss at every eps; clean vs attacked scores",
     "transfer": "replay other models' perturbations on one model",
-    "example-grid": "draw one model's example slice under attack",
     "aggregate": "build the comparison tables and plots",
 }
 

@@ -154,6 +154,18 @@ def load_runs(attack_jsons: list[Path], model_cards: list[Path]) -> list[AttackR
     return runs
 
 
+def examples_by_model(runs: list[AttackRun], examples: list[Path]) -> dict[str, dict[str, Path]]:
+    """The example files per model, labelled method/attack loss by the attack result beside each."""
+    by_path = {Path(run.source).resolve(): run for run in runs}
+    grouped: dict[str, dict[str, Path]] = {}
+    for example in examples:
+        run = by_path.get(Path(example).with_name(Path(example).name.replace(".example.npz", ".json")).resolve())
+        if run is None:
+            raise ValueError(f"{example}: no attack result beside it among the attack JSONs given")
+        grouped.setdefault(run.info["model"], {})[f"{run.info['attack']}/{run.info['attack_loss']}"] = Path(example)
+    return grouped
+
+
 def load_slices(path: Path) -> dict[str, np.ndarray]:
     """Per-slice scores of one attack job at one eps, checked for keys and shapes."""
     if not Path(path).is_file():

@@ -117,22 +117,22 @@ def transfer_results():
                                model=name, fold=fold, seed=seed)]
 
 
-def example_inputs(wildcards):
-    """The example slice of each method x attack loss at the correlation eps, first variant."""
-    fold, seed = replicates(config, MODELS[wildcards.model])[0]
+def example_files():
+    """Per model, its example slice under each method x attack loss at the correlation eps: first
+    replicate, first variant."""
     variant = ATTACK_JOBS[0].variant.label
-    return {f"{job.method}/{job.attack_loss}":
-            f"{RESULTS}/attacks/{wildcards.model}/fold_{fold}/seed_{seed}/{job.method}/{variant}/"
-            f"{job.attack_loss}/eps_{CORRELATION_EPS}.example.npz"
-            for job in ATTACK_JOBS if job.variant.label == variant}
+    return [f"{RESULTS}/attacks/{name}/fold_{fold}/seed_{seed}/{job.method}/{variant}/{job.attack_loss}/"
+            f"eps_{CORRELATION_EPS}.example.npz"
+            for name, spec in MODELS.items() for fold, seed in replicates(config, spec)[:1]
+            for job in ATTACK_JOBS if job.variant.label == variant]
 
 
 def example_grids():
-    return expand(f"{RESULTS}/plots/examples/{{model}}.png", model=MODELS)
+    return {name: f"{RESULTS}/plots/examples/{name}.png" for name in MODELS}
 
 
 def final_outputs():
-    return [*rules.aggregate.output, *example_grids()]
+    return rules.aggregate.output
 
 
 def as_json(section, **extra):

@@ -22,7 +22,9 @@ def add_arguments(parser) -> None:
                         help="eps_<eps>.json files of 'advseg attack' (the .slices.npz beside each is read too)")
     inputs.add_argument("--cards", type=Path, nargs="+", required=True, help="model cards of 'advseg checkpoint'")
     inputs.add_argument("--transfers", type=Path, nargs="*", default=[], help="transfer JSON files (lists of rows)")
-    inputs.add_argument("--grids", type=Path, nargs="*", default=[], help="example figures to log with the run")
+    inputs.add_argument("--examples", type=Path, nargs="*", default=[],
+                        help="eps_<eps>.example.npz files of 'advseg attack' to draw, one figure per model; "
+                             "each must sit beside one of --attacks")
     options = parser.add_argument_group("options (config section 'report')")
     options.add_argument("--metric", choices=("dice", "dice_study"), default="dice",
                          help="report.metric: the Dice protocol behind diff, plots, comparisons, correlations")
@@ -46,6 +48,7 @@ def add_arguments(parser) -> None:
                        ("--dice-plot", "dice_vs_eps.png"),
                        ("--loss-plot", "loss_curve.png"),
                        ("--transfer-plot", "transfer.png"),
+                       ("--examples-dir", "folder for <model>.png, each model's example slice under every attack"),
                        ("--run-record", "JSON naming the MLflow run")):
         outputs.add_argument(flag, type=Path, required=True, help=text)
 
@@ -80,6 +83,10 @@ def run(args) -> None:
     plots.plot_dice_vs_eps(replicates, args.metric, args.dice_plot)
     plots.plot_loss_curve(runs, args.loss_plot)
     plots.plot_transfer(transfer, args.metric, args.transfer_plot)
+    grids = []
+    for model, examples in summary.examples_by_model(runs, args.examples).items():
+        grids.append(args.examples_dir / f"{model}.png")
+        plots.plot_example_grid(examples, grids[-1])
 
     params = {"metric": args.metric, "correlation_eps": correlation_eps, "transfer_eps": args.transfer_eps,
               "n_bootstrap": args.n_bootstrap, "bootstrap_seed": args.seed, "n_models": table["model"].nunique(),
@@ -97,7 +104,7 @@ def run(args) -> None:
     artifacts = {"tables": [args.summary_csv, args.replicates_csv, args.losses_md, args.losses_csv, args.ablation_md,
                             args.correlation_csv, args.transfer_csv, args.sanity_md, args.sanity_csv],
                  "plots": [args.correlation_plot, args.dice_plot, args.loss_plot, args.transfer_plot],
-                 "plots/examples": list(args.grids)}
+                 "plots/examples": grids}
     run_id = log_aggregate_run(args.tracking, params, metrics, artifacts)
     write_json(args.run_record, {"mlflow_run_id": run_id, "correlations": correlations.to_dict(orient="records")})
     log.info("%d results of %d models (%d flagged sanity rows) -> %s", len(table), table["model"].nunique(),
