@@ -39,24 +39,27 @@ from advseg.tracking import Tracking, job_run
 
 spec = json.loads(sys.argv[1])
 import mlflow  # paid before the barrier, so the jobs really log at once
-while spec.get("go") and not Path(spec["go"]).exists():
-    time.sleep(0.05)
-tracking = Tracking.load(spec["tracking"])
-out = Path(spec["out"])
-out.write_text(json.dumps({"result": spec["name"]}))  # the job's result file
-with job_run(tracking, spec["name"], {"stage": spec["stage"]}, parent_run_id=spec.get("parent"),
-             run_id=spec.get("run_id")) as run:
-    Path(spec["out"] + ".run_id").write_text(run.run_id)
-    run.log_params({"name": spec["name"], "lr": 0.01})
-    for step in range(spec["steps"]):
-        run.log_metrics({"loss": 1.0 / (step + 1), "val_dice": step / 10}, step=step)
-    run.log_flat_metrics("clean_", {"dice": 0.5, "dice_per_class": {"stomach": 0.25}, "model": "x"})
-    run.set_tags({"device": "cpu"})
-    run.log_artifact(out)
-    if spec.get("hang"):
-        Path(spec["out"] + ".ready").write_text("")
-        time.sleep(600)
-print(json.dumps({"run_id": run.run_id, "offline": run.offline}))
+for store in spec.get("stores") or [spec]:  # one run per store, each after its own barrier
+    if store.get("go"):
+        Path(store["go"] + "." + spec["name"]).write_text("")  # at the barrier
+    while store.get("go") and not Path(store["go"]).exists():
+        time.sleep(0.05)
+    tracking = Tracking.load(store["tracking"])
+    out = Path(spec["out"])
+    out.write_text(json.dumps({"result": spec["name"]}))  # the job's result file
+    with job_run(tracking, spec["name"], {"stage": spec["stage"]}, parent_run_id=spec.get("parent"),
+                 run_id=spec.get("run_id")) as run:
+        Path(spec["out"] + ".run_id").write_text(run.run_id)
+        run.log_params({"name": spec["name"], "lr": 0.01})
+        for step in range(spec["steps"]):
+            run.log_metrics({"loss": 1.0 / (step + 1), "val_dice": step / 10}, step=step)
+        run.log_flat_metrics("clean_", {"dice": 0.5, "dice_per_class": {"stomach": 0.25}, "model": "x"})
+        run.set_tags({"device": "cpu"})
+        run.log_artifact(out)
+        if spec.get("hang"):
+            Path(spec["out"] + ".ready").write_text("")
+            time.sleep(600)
+    print(json.dumps({"run_id": run.run_id, "offline": run.offline}), flush=True)
 '''
 
 
@@ -75,9 +78,11 @@ def start_job(tmp: Path, spec: dict, env: dict | None = None) -> subprocess.Pope
 
 
 def finish(process: subprocess.Popen, timeout: float = 300) -> dict:
+    """The job's last run (``run_id``, ``offline``), every run it logged (``runs``) and its stderr."""
     stdout, stderr = process.communicate(timeout=timeout)
     assert process.returncode == 0, stderr[-3000:]
-    return json.loads(stdout.strip().splitlines()[-1]) | {"stderr": stderr}
+    runs = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]  # MLflow prints links too
+    return runs[-1] | {"runs": runs, "stderr": stderr}
 
 
 class Server:
@@ -90,14 +95,18 @@ class Server:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
+        """Start the server; :meth:`ready` waits until it answers."""
         self.process = subprocess.Popen(
             [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
              "--workers", "1", "--backend-store-uri", f"sqlite:///{self.directory / 'server.db'}",
              "--artifacts-destination", str(self.directory / "artifacts")],
             cwd=self.directory, stdout=subprocess.DEVNULL, stderr=open(self.directory / "server.log", "a"),
             start_new_session=True)
+
+    def ready(self) -> "Server":
         wait_until_healthy(f"{self.uri}/health", self.process, 180,
                            lambda: (self.directory / "server.log").read_text()[-3000:])
+        return self
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -107,11 +116,17 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def booting_server(tmp_path_factory):
+    """The module's server, started but maybe not answering yet: a test may work while it boots."""
     server = Server(tmp_path_factory.mktemp("mlflow-server"))
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def server(booting_server):
+    return booting_server.ready()
 
 
 @pytest.fixture(autouse=True)
@@ -137,27 +152,43 @@ def check_job_run(client: MlflowClient, run, name: str, artifact: str) -> None:
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == [artifact]
 
 
-@pytest.mark.parametrize("store", ["sqlite", "server"])
-def test_jobs_logging_at_once_lose_no_run(store, server, tmp_path):
-    """8 processes released together: every run, with every step of every metric, is in the store."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if store == "sqlite" else server.uri
-    tracking = init_tracking(uri, f"concurrent-{store}", tmp_path / "artifacts", tmp_path / "mlflow" / "tracking.json")
-    go = tmp_path / "go"
-    jobs = [start_job(tmp_path, {"tracking": str(tracking.source), "name": f"job{i}", "stage": "attack",
-                                 "out": str(tmp_path / f"job{i}.json"), "steps": STEPS, "go": str(go)})
+def test_jobs_logging_at_once_lose_no_run(booting_server, tmp_path):
+    """8 processes released together log to one SQLite store, then, released again, to one server:
+    every run, with every step of every metric, is in each store."""
+    stores = {"sqlite": f"sqlite:///{tmp_path / 'mlflow.db'}", "server": booting_server.uri}
+    barriers = {store: tmp_path / store / "go" for store in stores}
+    for barrier in barriers.values():
+        barrier.parent.mkdir()
+    jobs = [start_job(tmp_path, {"name": f"job{i}", "stage": "attack", "out": str(tmp_path / f"job{i}.json"),
+                                 "steps": STEPS,
+                                 "stores": [{"tracking": str(tmp_path / store / "mlflow" / "tracking.json"),
+                                             "go": str(barriers[store])} for store in stores]})
             for i in range(JOBS)]
-    time.sleep(1.0)
-    go.write_text("")
+    trackings = {}
+    for store, uri in stores.items():
+        if store == "server":
+            booting_server.ready()  # it booted while the jobs logged to SQLite
+        trackings[store] = init_tracking(uri, f"concurrent-{store}", tmp_path / store / "artifacts",
+                                         tmp_path / store / "mlflow" / "tracking.json")
+        deadline = time.monotonic() + 300
+        while len(list(barriers[store].parent.glob("go.job*"))) < JOBS:  # every job waits at the barrier
+            assert time.monotonic() < deadline and all(job.poll() is None for job in jobs), "a job never got there"
+            time.sleep(0.1)
+        barriers[store].write_text("")
     results = [finish(job) for job in jobs]
-    assert not any(result["offline"] for result in results), [r["stderr"][-500:] for r in results if r["offline"]]
-    client = MlflowClient(uri)
-    runs = {run.info.run_name: run for run in runs_of(uri, tracking.experiment_id)}
-    print(f"\n{store}: {len(runs)}/{JOBS} runs found; busy retries: "
-          f"{sum(r['stderr'].count('is busy') for r in results)}")
-    assert sorted(runs) == sorted(f"job{i}" for i in range(JOBS))
-    for i in range(JOBS):
-        check_job_run(client, runs[f"job{i}"], f"job{i}", f"job{i}.json")
-    assert not (tmp_path / "mlflow" / "pending").exists() or not list((tmp_path / "mlflow" / "pending").glob("*.json"))
+    assert all(len(result["runs"]) == len(stores) for result in results)
+    offline = [result["stderr"][-500:] for result in results if any(run["offline"] for run in result["runs"])]
+    assert not offline, offline
+    for store, uri in stores.items():
+        client = MlflowClient(uri)
+        runs = {run.info.run_name: run for run in runs_of(uri, trackings[store].experiment_id)}
+        print(f"\n{store}: {len(runs)}/{JOBS} runs found")
+        assert sorted(runs) == sorted(f"job{i}" for i in range(JOBS))
+        for i in range(JOBS):
+            check_job_run(client, runs[f"job{i}"], f"job{i}", f"job{i}.json")
+        pending = tmp_path / store / "mlflow" / "pending"
+        assert not pending.exists() or not list(pending.glob("*.json"))
+    print(f"busy retries: {sum(result['stderr'].count('is busy') for result in results)}")
 
 
 def test_jobs_finish_while_the_server_is_down_and_sync_logs_them_once(server, tmp_path):
