@@ -1,8 +1,9 @@
 # advseg: how vulnerable are medical image segmentation models to adversarial attacks?
 #
-#   download -> tracking -> train -> checkpoint -> attack -> transfer -> aggregate
+#   download -> tracking -> train -> checkpoint -> attack -> perturbations -> transfer -> aggregate
 #
-# Each rule calls one `advseg <step>` command; the logic lives in the advseg package.
+# Each rule calls one `advseg <step>` command (perturbations, which only lists files, one
+# function); the logic lives in the advseg package.
 
 from snakemake.utils import min_version
 

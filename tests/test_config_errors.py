@@ -120,6 +120,20 @@ def test_other_epsilons_need_no_other_report_key(tmp_path):
     assert "eps_0.2.example.npz" in result.stdout and "eps_0.02" not in result.stdout
 
 
+def test_each_fold_and_seed_lists_its_own_perturbations_for_transfer(tmp_path):
+    (tmp_path / "replicates.yaml").write_text("seeds: [0, 1]\ndata: {folds_to_run: [0, 1]}\n")
+    result = run_snakemake(tmp_path, "-n", "--configfile", "replicates.yaml")
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M))
+    assert (counts["perturbations"], counts["transfer"], counts["attack"]) == ("4", "16", "64")
+    listed = re.findall(r"^rule perturbations:\n(?:.*\n)*?    input: (.*)\n(?:.*\n)*?    output: (.*)$", result.stdout,
+                        re.M)
+    assert len(listed) == 4
+    for inputs, output in listed:
+        replicate = re.search(r"fold_\d+/seed_\d+", output).group()
+        assert len(inputs.split(", ")) == 16 and all(f"/{replicate}/" in path for path in inputs.split(", "))
+
+
 def test_a_large_grid_plans_every_job(tmp_path):
     """10 architectures x 10 encoders x 4 losses x 10 eps: the job counts follow the axes."""
     archs = ["Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", "PAN",
@@ -133,4 +147,5 @@ def test_a_large_grid_plans_every_job(tmp_path):
     result = run_snakemake(tmp_path, "-n", "--configfile", "grid.yaml", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M))
-    assert (counts["train"], counts["checkpoint"], counts["attack"], counts["transfer"]) == ("100", "100", "400", "100")
+    assert (counts["train"], counts["checkpoint"], counts["attack"], counts["transfer"], counts["perturbations"]) \
+        == ("100", "100", "400", "100", "1")

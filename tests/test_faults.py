@@ -443,14 +443,34 @@ def test_attack_result_truncated(advseg, base, tmp_path, kind):
     assert not out.exists()
 
 
+def transfer(advseg, base: Path, listed, out: Path):
+    """`advseg transfer` on the base model with ``listed`` (paths, or any JSON) as its perturbation list."""
+    perturbation_list = out.with_name("perturbations.json")
+    perturbation_list.write_text(json.dumps([str(path) for path in listed] if isinstance(listed, list) else listed))
+    return advseg("transfer", "--model", base / "model.safetensors", "--card", base / "model_card.json",
+                  "--data", base / "data", "--fold", 0, "--perturbation-list", perturbation_list, "--out", out)
+
+
 def test_transfer_perturbation_truncated(advseg, base, tmp_path):
     damaged = copy(base / "attack/bce/transfer.npz", tmp_path / "transfer.npz")
     truncate(damaged)
     out = tmp_path / "transfer.json"
-    result = advseg("transfer", "--model", base / "model.safetensors", "--card", base / "model_card.json",
-                    "--data", base / "data", "--fold", 0, "--perturbations", damaged, "--out", out)
-    assert_one_line_error(result, "transfer", damaged, "rerun")
+    assert_one_line_error(transfer(advseg, base, [damaged], out), "transfer", damaged, "rerun")
     assert not out.exists()
+
+
+def test_transfer_perturbation_list_that_is_no_list(advseg, base, tmp_path):
+    out = tmp_path / "transfer.json"
+    result = transfer(advseg, base, {"transfer.npz": 1}, out)
+    assert_one_line_error(result, "transfer", tmp_path / "perturbations.json", "rerun")
+    assert not out.exists()
+
+
+def test_transfer_skips_the_targets_own_perturbations(advseg, base, tmp_path):
+    out = tmp_path / "transfer.json"
+    result = transfer(advseg, base, [base / "attack/bce/transfer.npz"], out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(out.read_text()) == [], "a model's own perturbations are white-box, not transferred"
 
 
 # --- resume state ---------------------------------------------------------------------------------------------------

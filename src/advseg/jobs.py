@@ -25,6 +25,22 @@ def write_json(path: Path, data: dict | list) -> None:
         handle.write("\n")
 
 
+def write_file_list(paths, out: Path, log: Path) -> None:
+    """A JSON list of ``paths``: one file that stands for many inputs of many later jobs."""
+    paths = [str(path) for path in paths]
+    write_json(out, paths)
+    Path(log).write_text(f"{len(paths)} files listed in {out}\n")
+
+
+def read_file_list(path: Path) -> list[Path]:
+    """The paths of a :func:`write_file_list` file; anything else is an error naming it."""
+    paths = _load_json(path)
+    if not isinstance(paths, list) or not all(isinstance(entry, str) for entry in paths):
+        raise ValueError(f"{path}: expected a JSON list of file paths; delete it and rerun the workflow to write "
+                         "it again")
+    return [Path(entry) for entry in paths]
+
+
 def write_npz(path: Path, arrays: dict) -> None:
     """Write an uncompressed .npz via a temporary file and a rename."""
     import numpy as np
@@ -72,12 +88,16 @@ def read_npz(path: Path, required: tuple[str, ...], producer: str) -> dict:
     return arrays
 
 
-def read_json(path: Path, required: tuple[str, ...] = ()) -> dict:
+def _load_json(path: Path):
     try:
-        data = json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
         raise ValueError(f"{path}: cannot read JSON ({error}); delete it and rerun the workflow to write "
                          "it again") from error
+
+
+def read_json(path: Path, required: tuple[str, ...] = ()) -> dict:
+    data = _load_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
     missing = [key for key in required if key not in data]

@@ -32,13 +32,29 @@ rule attack:
         " --batch-size {params.batch_size} --threads {threads} 2> {log}"
 
 
+rule perturbations:
+    """The perturbations every model of one fold and seed made at the transfer eps, listed once for
+    all transfer jobs (each of them listing every file would make planning quadratic in models)."""
+    input:
+        replicate_perturbations,
+    output:
+        PERTURBATION_LIST,
+    log:
+        f"{RESULTS}/logs/perturbations/fold_{{fold}}/seed_{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/perturbations/fold_{{fold}}/seed_{{seed}}.tsv"
+    localrule: True
+    run:
+        write_file_list(input, output[0], log[0])
+
+
 rule transfer:
     """Replay every other model's perturbations (same fold and seed, transfer eps) on one target model."""
     input:
         model=CHECKPOINT["model"],
         card=CHECKPOINT["card"],
         data=PREPARED_DATA,
-        sources=transfer_sources,
+        sources=PERTURBATION_LIST,
     output:
         f"{RESULTS}/transfer/{{model}}/fold_{{fold}}/seed_{{seed}}.json",
     params:
@@ -54,5 +70,5 @@ rule transfer:
         "../../envs/advseg.yaml"
     shell:
         "advseg transfer --model {input.model} --card {input.card} --data {input.data} --fold {wildcards.fold}"
-        " --perturbations {input.sources} --out {output}"
+        " --perturbation-list {input.sources} --out {output}"
         " --batch-size {params.batch_size} --threads {threads} 2> {log}"

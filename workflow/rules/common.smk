@@ -1,11 +1,14 @@
 import json
 import re
 import shlex
+from collections import Counter
+from itertools import product
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
 from advseg.catalog import build_cache_path
+from advseg.jobs import write_file_list
 from advseg.config import (attack_jobs, correlation_eps, eps_label, method_settings, model_specs, replicates,
                            transfer_eps, validate_config)
 
@@ -30,6 +33,7 @@ MODEL_DIR = f"{RESULTS}/models/{{model}}/fold_{{fold}}/seed_{{seed}}"
 # input list once per input file, which made planning a 100-model grid quadratic in its inputs
 TRACKING_FILE = f"{RESULTS}/mlflow/tracking.json"
 CHECKPOINT = {"model": f"{MODEL_DIR}/model.safetensors", "card": f"{MODEL_DIR}/model_card.json"}
+PERTURBATION_LIST = f"{RESULTS}/transfer/fold_{{fold}}/seed_{{seed}}/perturbations.json"
 ATTACK_DIR = f"{RESULTS}/attacks/{{model}}/fold_{{fold}}/seed_{{seed}}/{{method}}/{{variant}}/{{attack_loss}}"
 
 
@@ -48,9 +52,13 @@ wildcard_constraints:
 
 
 def per_replicate(pattern, **wildcards):
-    """``pattern`` expanded for every model x fold x seed (and ``wildcards``)."""
-    return [path for name, spec in MODELS.items() for fold, seed in replicates(config, spec)
-            for path in expand(pattern, model=name, fold=fold, seed=seed, **wildcards)]
+    """``pattern`` filled in for every model x fold x seed, and every value of a list in ``wildcards``.
+
+    str.format, not expand(): a large grid's aggregate job has thousands of inputs."""
+    lists = {key: value if isinstance(value, list) else [value] for key, value in wildcards.items()}
+    return [pattern.format(model=name, fold=fold, seed=seed, **dict(zip(lists, values)))
+            for name, spec in MODELS.items() for fold, seed in replicates(config, spec)
+            for values in product(*lists.values())]
 
 
 def per_attack(pattern, **wildcards):
@@ -88,16 +96,12 @@ def model_options(spec):
     return options + (f" --encoder-weights {spec.encoder_weights}" if spec.encoder_weights and not spec.checkpoint else "")
 
 
-def transfer_sources(wildcards):
-    """The perturbations every other model of the same fold and seed made at the transfer eps."""
-    return perturbations_for(wildcards.model, int(wildcards.fold), int(wildcards.seed))
-
-
-def perturbations_for(target, fold, seed):
+def replicate_perturbations(wildcards):
+    """Every model's perturbations of one fold and seed (each attack job writes one)."""
+    fold, seed = int(wildcards.fold), int(wildcards.seed)
     return [f"{RESULTS}/attacks/{name}/fold_{fold}/seed_{seed}/{job.method}/{job.variant.label}/"
             f"{job.attack_loss}/transfer.npz"
-            for name, spec in MODELS.items() if name != target and (fold, seed) in replicates(config, spec)
-            for job in ATTACK_JOBS]
+            for name, spec in MODELS.items() if (fold, seed) in replicates(config, spec) for job in ATTACK_JOBS]
 
 
 def attack_results(kind):
@@ -111,10 +115,10 @@ def model_cards():
 
 def transfer_results():
     """One transfer table per model whose fold and seed hold another model to take perturbations from."""
-    return [path for name, spec in MODELS.items() for fold, seed in replicates(config, spec)
-            if perturbations_for(name, fold, seed)
-            for path in expand(f"{RESULTS}/transfer/{{model}}/fold_{{fold}}/seed_{{seed}}.json",
-                               model=name, fold=fold, seed=seed)]
+    models_per_replicate = Counter(replicate for spec in MODELS.values() for replicate in replicates(config, spec))
+    return [f"{RESULTS}/transfer/{name}/fold_{fold}/seed_{seed}.json"
+            for name, spec in MODELS.items() for fold, seed in replicates(config, spec)
+            if models_per_replicate[fold, seed] > 1]
 
 
 def example_files():

@@ -24,8 +24,9 @@ def add_arguments(parser) -> None:
     add_model_arguments(parser)
     add_data_arguments(parser)
     add_compute_arguments(parser)
-    parser.add_argument("--perturbations", type=Path, nargs="*", default=[],
-                        help="transfer.npz files of 'advseg attack' on other models")
+    parser.add_argument("--perturbation-list", type=Path, required=True,
+                        help="JSON list of transfer.npz files of 'advseg attack' (this fold and seed); "
+                             "those of the target model itself are skipped")
     parser.add_argument("--out", type=Path, required=True, help="one row per source perturbation (.json list)")
 
 
@@ -36,15 +37,19 @@ def run(args) -> None:
     from advseg.datasets import open_fold
     from advseg.devices import claim_device, set_threads
     from advseg.inference import predict_masks
-    from advseg.jobs import read_json, write_json
+    from advseg.jobs import read_file_list, read_json, write_json
     from advseg.metrics import relative_drop, slice_scores, summarize_scores
 
     card = read_json(args.card, ("arch", "encoder", "model", "fold", "seed", "class_names"))
-    perturbations = [_load_perturbation(path, card["fold"]) for path in args.perturbations]
+    perturbations = {}
+    for path in read_file_list(args.perturbation_list):
+        perturbation = _load_perturbation(path, card["fold"])
+        if perturbation["source"] != card["model"]:  # its own are white-box, in the attack results
+            perturbations[path] = perturbation
     model, _ = load_model(args.model, card["arch"], card["encoder"])
     images, masks = open_fold(args.data, args.fold).val_slices()
     images = np.asarray(images, dtype=np.float32)
-    for path, perturbation in zip(args.perturbations, perturbations):
+    for path, perturbation in perturbations.items():
         if perturbation["delta"].shape[0] != len(images) or perturbation["delta"].shape[-2:] != images.shape[-2:]:
             raise ValueError(f"{path}: perturbation of shape {perturbation['delta'].shape} does not fit the "
                              f"{len(images)} held-out {images.shape[-2]}x{images.shape[-1]} slices of fold {args.fold}")
@@ -55,7 +60,7 @@ def run(args) -> None:
         model.to(device)
         clean = summarize_scores(slice_scores(predict_masks(model, images, args.batch_size, device), masks),
                                        class_names)
-        for perturbation in perturbations:
+        for perturbation in perturbations.values():
             adv_inputs = replay(images, perturbation)
             adv = summarize_scores(slice_scores(
                 predict_masks(model, adv_inputs, args.batch_size, device, model_input=True), masks), class_names)
