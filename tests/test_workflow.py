@@ -65,7 +65,8 @@ def pid_of_training(arch: str) -> int | None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Run 1 is killed mid-training, run 2 finishes, run 3 has nothing left to do."""
+    """Run 1 is killed mid-training, run 2 finishes while `mlflow ui` serves the store, run 3 has nothing
+    left to do."""
     directory = workflow_copy(tmp_path_factory.mktemp("workflow"))
     resume_state = directory / f"results/models/Unet-resnet18/{REPLICATE}/train/resume.pt"
     first = snakemake(directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -79,9 +80,19 @@ def runs(tmp_path_factory):
         time.sleep(0.02)
     first_output = first.communicate(timeout=300)[0]
     assert killed, f"the training job was never seen between epochs:\n{first_output[-3000:]}"
-    second = snakemake(directory)
-    third = snakemake(directory)
-    return {"dir": directory, "first": (first.returncode, first_output), "second": second, "third": third}
+    # a user browsing while the workflow runs: `mlflow ui` on the store the first run created
+    port = free_port()
+    ui = subprocess.Popen([str(BIN / "mlflow"), "ui", "--backend-store-uri", "sqlite:///results/mlflow.db",
+                           "--host", "127.0.0.1", "--port", str(port)], cwd=directory,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        second = snakemake(directory)
+        third = snakemake(directory)
+        yield {"dir": directory, "first": (first.returncode, first_output), "second": second, "third": third,
+               "ui": (ui, f"http://127.0.0.1:{port}")}
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
 
 
 def test_killed_job_fails_the_run_and_keeps_its_resume_state(runs):
@@ -187,28 +198,21 @@ def test_mlflow_runs(runs):
 
 
 def test_mlflow_ui_serves_the_runs(runs):
-    """What a user does to browse the runs: `mlflow ui` on the workflow's store, on loopback."""
+    """What a user does to browse the runs: `mlflow ui` on the workflow's store, on loopback
+    (started while the rerun logged to the store)."""
     import urllib.request
 
-    port = free_port()
-    server = subprocess.Popen([str(BIN / "mlflow"), "ui", "--backend-store-uri", "sqlite:///results/mlflow.db",
-                               "--host", "127.0.0.1", "--port", str(port)], cwd=runs["dir"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(f"{base}/health", server, 90)
-        with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=advseg-test") as r:
-            experiment_id = json.load(r)["experiment"]["experiment_id"]
-        request = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", method="POST",
-                                         data=json.dumps({"experiment_ids": [experiment_id],
-                                                          "filter": "tags.stage = 'attack'",
-                                                          "max_results": 100}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request) as r:
-            assert len(json.load(r)["runs"]) == 8
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    server, base = runs["ui"]
+    wait_until_healthy(f"{base}/health", server, 90)
+    with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=advseg-test") as r:
+        experiment_id = json.load(r)["experiment"]["experiment_id"]
+    request = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", method="POST",
+                                     data=json.dumps({"experiment_ids": [experiment_id],
+                                                      "filter": "tags.stage = 'attack'",
+                                                      "max_results": 100}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as r:
+        assert len(json.load(r)["runs"]) == 8
 
 
 def test_html_report_holds_the_tables_and_plots(runs):
