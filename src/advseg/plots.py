@@ -218,12 +218,13 @@ def transfer_figure(transfer: pd.DataFrame, metric: str) -> plt.Figure:
 
 
 def plot_example_grid(examples: dict[str, Path], path: Path) -> None:
-    """One attacked slice per attack loss: image, truth, clean and adversarial masks, perturbation."""
+    """One slice under each attack (labelled method/attack loss): image, truth, clean and adversarial
+    masks, perturbation."""
     if not examples:
         raise ValueError("plot_example_grid needs at least one example .npz")
-    loaded = {loss: _load_example(npz) for loss, npz in examples.items()}
+    loaded = {attack: _load_example(npz) for attack, npz in examples.items()}
     fig, axes = plt.subplots(len(loaded), 5, figsize=(13, 2.9 * len(loaded)), squeeze=False)
-    for row, (loss, ex) in zip(axes, loaded.items()):
+    for row, (attack, ex) in zip(axes, loaded.items()):
         eps = float(ex["eps"]) or 1e-12
         delta = ex["adv_image"] - ex["image"]
         row[0].imshow(ex["image"], cmap="gray", vmin=0, vmax=1)
@@ -238,13 +239,13 @@ def plot_example_grid(examples: dict[str, Path], path: Path) -> None:
             ax.set_title(title, fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
-        row[0].set_ylabel(f"{ex['model']}\nloss: {loss}", fontsize=9)
+        row[0].set_ylabel(f"{ex['model']}\n{attack}", fontsize=9)
     names = next(iter(loaded.values()))["class_names"]
     handles = [Patch(color=CLASS_COLOURS[c % len(CLASS_COLOURS)], label=name) for c, name in enumerate(names)]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.suptitle("FGSM examples: one slice per attack loss", fontsize=11)
+    fig.suptitle("One slice under each attack", fontsize=11)
     fig.tight_layout(rect=(0, 0.05, 1, 0.96))
-    _save(fig, path)
+    _save(fig, path, tight=False)
 
 
 def mask_overlay(masks: np.ndarray) -> np.ndarray:
@@ -261,10 +262,12 @@ def _load_example(path: Path) -> dict:
     return data
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
-    """Write the figure whole or not at all, and close it."""
+def _save(fig: plt.Figure, path: Path, tight: bool = True) -> None:
+    """Write the figure whole or not at all, and close it. ``tight=False`` for a figure laid out
+    already: a tight bounding box draws the figure twice."""
     try:
         with atomic_output(Path(path)) as temporary:
-            fig.savefig(temporary, dpi=DPI, bbox_inches="tight", format=Path(path).suffix.lstrip(".") or "png")
+            fig.savefig(temporary, dpi=DPI, bbox_inches="tight" if tight else None,
+                        format=Path(path).suffix.lstrip(".") or "png")
     finally:
         plt.close(fig)

@@ -14,6 +14,8 @@ rule train:
         f"{RESULTS}/logs/train/{{model}}/fold_{{fold}}/seed_{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train/{{model}}/fold_{{fold}}/seed_{{seed}}.tsv"
+    # every model in training before attacks start: the attacks then fill the cores to the end
+    priority: 1
     threads: 1
     resources:
         gpu=1,
