@@ -44,5 +44,6 @@ def main() -> None:
             spread = f" (median of {repeats}: {min(times):.1f} to {max(times):.1f})" if repeats > 1 else ""
             print(f"| {label} | {total} | {statistics.median(times):.1f}{spread} |")
 
+
 if __name__ == "__main__":
     main()

@@ -310,6 +310,7 @@ def aggregate_args(base: Path, out: Path, attacks: Path | None = None) -> list:
              "sanity.csv": "--sanity-csv"}
     argv = ["aggregate", "--tracking", base / "mlflow/tracking.json",
             "--attacks", *[attacks / loss / f"eps_{eps}.json" for loss in ("bce", "dicefocal") for eps in EPSILONS],
+            "--examples", *[attacks / loss / f"eps_{EPSILONS[-1]}.example.npz" for loss in ("bce", "dicefocal")],
             "--cards", base / "model_card.json"]
     for name in TABLES:
         argv += [flags[name], out / "tables" / name]
@@ -431,7 +432,7 @@ def test_model_card_unusable(advseg, base, tmp_path, damage):
 
 # --- attack results read by aggregate, perturbations read by transfer ----------------------------------------------
 
-@pytest.mark.parametrize("kind", ["json", "slices.npz"])
+@pytest.mark.parametrize("kind", ["json", "slices.npz", "example.npz"])
 def test_attack_result_truncated(advseg, base, tmp_path, kind):
     attacks = copy(base / "attack", tmp_path / "attack")
     damaged = attacks / "dicefocal" / f"eps_0.05.{kind}"

@@ -181,8 +181,8 @@ def test_transfer_heat_map_puts_sources_in_rows(tmp_path):
 def test_example_grid_has_a_row_per_loss(tmp_path):
     examples = {loss: write_example(tmp_path / f"{loss}.npz") for loss in LOSSES}
     one, two = tmp_path / "one.png", tmp_path / "two.png"
-    plots.plot_example_grid({"bce": examples["bce"]}, one)
-    plots.plot_example_grid(examples, two)
+    plots.plot_example_grid(plots.load_examples({"bce": examples["bce"]}), one)
+    plots.plot_example_grid(plots.load_examples(examples), two)
     single, double = assert_image(one, 200), assert_image(two, 300)
     assert double.shape[0] > single.shape[0] * 1.5
     assert double.shape[1] > double.shape[0]
@@ -203,9 +203,9 @@ def test_mask_overlay_puts_class_c_in_channel_c():
 def test_example_missing_key_names_the_file(tmp_path):
     broken = write_example(tmp_path / "broken.npz", drop="adv_pred")
     with pytest.raises(ValueError, match="adv_pred") as error:
-        plots.plot_example_grid({"bce": broken}, tmp_path / "grid.png")
+        plots.plot_example_grid(plots.load_examples({"bce": broken}), tmp_path / "grid.png")
     assert str(broken) in str(error.value)
     missing = tmp_path / "absent.npz"
     with pytest.raises(ValueError, match=re.escape(str(missing))):
-        plots.plot_example_grid({"bce": missing}, tmp_path / "grid.png")
+        plots.plot_example_grid(plots.load_examples({"bce": missing}), tmp_path / "grid.png")
     assert not (tmp_path / "grid.png").exists()

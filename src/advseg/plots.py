@@ -217,12 +217,16 @@ def transfer_figure(transfer: pd.DataFrame, metric: str) -> plt.Figure:
     return fig
 
 
-def plot_example_grid(examples: dict[str, Path], path: Path) -> None:
-    """One slice under each attack (labelled method/attack loss): image, truth, clean and adversarial
-    masks, perturbation."""
+def load_examples(examples: dict[str, Path]) -> dict[str, dict]:
+    """The example .npz files of 'advseg attack' (label -> file), read before any output is written."""
     if not examples:
-        raise ValueError("plot_example_grid needs at least one example .npz")
-    loaded = {attack: _load_example(npz) for attack, npz in examples.items()}
+        raise ValueError("an example grid needs at least one example .npz")
+    return {label: _load_example(npz) for label, npz in examples.items()}
+
+
+def plot_example_grid(loaded: dict[str, dict], path: Path) -> None:
+    """One slice under each attack (labelled method/attack loss; :func:`load_examples`): image, truth,
+    clean and adversarial masks, perturbation."""
     fig, axes = plt.subplots(len(loaded), 5, figsize=(13, 2.9 * len(loaded)), squeeze=False)
     for row, (attack, ex) in zip(axes, loaded.items()):
         eps = float(ex["eps"]) or 1e-12

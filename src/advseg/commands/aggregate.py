@@ -60,6 +60,8 @@ def run(args) -> None:
     if args.n_bootstrap < MIN_BOOTSTRAP:
         raise ValueError(f"report.n_bootstrap: {args.n_bootstrap} resamples; use at least {MIN_BOOTSTRAP}")
     runs = summary.load_runs(args.attacks, args.cards)
+    examples = {model: plots.load_examples(files)  # read now: a bad one stops before any output
+                for model, files in summary.examples_by_model(runs, args.examples).items()}
     all_runs = runs + summary.worst_case_runs(runs)
     scored = summary.score_runs(all_runs, args.n_bootstrap, args.seed)
     table = summary.summary_table(scored)
@@ -83,10 +85,9 @@ def run(args) -> None:
     plots.plot_dice_vs_eps(replicates, args.metric, args.dice_plot)
     plots.plot_loss_curve(runs, args.loss_plot)
     plots.plot_transfer(transfer, args.metric, args.transfer_plot)
-    grids = []
-    for model, examples in summary.examples_by_model(runs, args.examples).items():
-        grids.append(args.examples_dir / f"{model}.png")
-        plots.plot_example_grid(examples, grids[-1])
+    grids = [args.examples_dir / f"{model}.png" for model in examples]
+    for grid, loaded in zip(grids, examples.values()):
+        plots.plot_example_grid(loaded, grid)
 
     params = {"metric": args.metric, "correlation_eps": correlation_eps, "transfer_eps": args.transfer_eps,
               "n_bootstrap": args.n_bootstrap, "bootstrap_seed": args.seed, "n_models": table["model"].nunique(),
