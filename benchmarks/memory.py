@@ -64,7 +64,7 @@ def generate(directory: Path, slices: int, size: int, folds: int, slices_per_vol
 
     return write_prepared_chunks(directory, chunks(), groups=groups, volumes=volumes, positions=positions,
                                  class_names=("inner", "ring", "outside"), image_size=size, folds=folds,
-                                 folds_to_run=[0], guard=2)
+                                 folds_to_run=[0], guard=2, unit="simulated case")
 
 
 def peak_rss_mb() -> float:

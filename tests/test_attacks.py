@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from advseg.attacks import (METHODS, AttackSettings, attack_sweep, cospgd_objective, cospgd_weights, fgsm,
-                            gradient_sign, image_dice, perturbation_size, segpgd_lambda, segpgd_objective,
-                            study_step)
+                            gradient_sign, image_dice, named_loss_objective, perturbation_size, segpgd_lambda,
+                            segpgd_objective, study_step)
 from advseg.losses import get_loss
 from advseg.models import build_model
 
@@ -297,10 +297,28 @@ def test_study_argument_order_follows_the_gradient_of_loss_of_mask_and_logits(mo
     assert (grad != 0).float().mean() > 0.99
     np.testing.assert_array_equal(swapped, (images + eps * grad.sign()).clamp(0, 1).numpy())
     assert (swapped != standard).mean() > 0.1
-    # BCE keeps the standard order even under loss_argument_order=study
-    bce = [attack_sweep(model, images, masks, "bce", [eps], AttackSettings(loss_argument_order=order))[eps]
-           for order in ("standard", "study")]
-    assert np.array_equal(bce[0].adv_inputs, bce[1].adv_inputs)
+
+
+def test_study_argument_order_swaps_bce_too_as_the_study_notebook_did(model):
+    """The study's FGSM_attack called loss(mask, output) for every loss it was given, BCE included."""
+    images, masks = batch(2, seed=11)
+    eps = 0.02
+    objective = named_loss_objective("bce", "study")
+    logits = model(grey_input(images)).detach().requires_grad_(True)
+    per_image = objective(logits, masks, 1, 1)
+    reference = torch.stack([torch.nn.BCEWithLogitsLoss()(masks[i:i + 1].float(), logits[i:i + 1])
+                             for i in range(len(images))])
+    torch.testing.assert_close(per_image, reference)
+    # swapped BCE's gradient in the logits is -mask / N: it pushes every labelled pixel down
+    (grad,) = torch.autograd.grad(per_image.sum(), logits)
+    torch.testing.assert_close(grad, -masks.float() / masks[0].numel())
+    swapped = attack_sweep(model, images, masks, "bce", [eps],
+                           AttackSettings(loss_argument_order="study"))[eps].adv_inputs[:, 0]
+    grey = images.clone().requires_grad_(True)
+    (image_grad,) = torch.autograd.grad(objective(model(grey_input(grey)), masks, 1, 1).sum(), grey)
+    np.testing.assert_array_equal(swapped, (images + eps * image_grad.sign()).clamp(0, 1).numpy())
+    standard = attack_sweep(model, images, masks, "bce", [eps], AttackSettings())[eps].adv_inputs[:, 0]
+    assert (swapped != standard).mean() > 0.1
 
 
 # --- per-method objectives by hand ------------------------------------------------------

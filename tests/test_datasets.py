@@ -22,7 +22,7 @@ def tiny(n: int = 6, classes: int = 2) -> SliceDataset:
     images = rng.random((n, 8, 8), dtype=np.float32)
     masks = (rng.random((n, classes, 8, 8)) > 0.5).astype(np.uint8)
     return SliceDataset(images, masks, np.arange(n) // 2, np.zeros(n, np.int64), np.arange(n),
-                        tuple(f"c{i}" for i in range(classes)))
+                        tuple(f"c{i}" for i in range(classes)), "pair of slices")
 
 
 # --- mni152 -----------------------------------------------------------------------------
@@ -83,6 +83,7 @@ def test_mni152_groups_volumes_positions(data):
     assert np.array_equal(data.groups, (data.positions - data.positions.min()) // THICKNESS)
     counts = np.bincount(data.groups)
     assert counts[:-1].tolist() == [THICKNESS] * (len(counts) - 1)  # full slabs but perhaps the last
+    assert data.unit == "slab of the one MNI152 template brain"  # the unit of inference is the slab
 
 
 def test_mni152_default_fold_split_keeps_slabs_apart_with_a_guard(data):
@@ -126,19 +127,20 @@ def test_slice_dataset_keeps_its_fields():
     pytest.param(lambda d: {**d, "positions": d["positions"].astype(float)}, id="positions-float"),
     pytest.param(lambda d: {**d, "positions": np.zeros(6, int)}, id="repeated-position"),
     pytest.param(lambda d: {**d, "positions": d["positions"] - 1}, id="negative-position"),
+    pytest.param(lambda d: {**d, "unit": ""}, id="unnamed-unit"),
     pytest.param(lambda d: {k: (v[:0] if k != "class_names" else v) for k, v in d.items()}, id="empty"),
 ])
 def test_mismatched_fields_are_rejected(change):
     good = tiny()
     fields = {"images": good.images, "masks": good.masks, "groups": good.groups, "volumes": good.volumes,
-              "positions": good.positions, "class_names": good.class_names}
+              "positions": good.positions, "class_names": good.class_names, "unit": good.unit}
     with pytest.raises(ValueError):
         SliceDataset(**change(fields))
 
 
 def test_same_position_in_two_volumes_is_fine():
     good = tiny()
-    SliceDataset(good.images, good.masks, good.groups, np.arange(6) % 2, np.arange(6) // 2, good.class_names)
+    SliceDataset(good.images, good.masks, good.groups, np.arange(6) % 2, np.arange(6) // 2, good.class_names, good.unit)
 
 
 # --- DataSettings (the config's data section) ---------------------------------------------

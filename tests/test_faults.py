@@ -36,8 +36,11 @@ EPSILONS = ["0.01", "0.05"]
 DATA_SETTINGS = {"name": "mni152", "image_size": SIZE, "folds": 10, "folds_to_run": [0], "guard": 2}
 TRAINING = {"epochs": 1, "batch_size": 16, "amp": False, "augment": False, "seed": 0}
 ATTACK = {"method": "fgsm", "step": "standard", "loss_argument_order": "standard", "input": "grey"}
+REPORT = {"metric": "dice", "alpha": 0.05, "multiplicity": "holm", "family": "table", "min_units": 5,
+          "min_clean_score": 0.3, "negligible_correlation": 0.3, "n_bootstrap": 1000, "seed": 0,
+          "training_loss": "dicefocal"}
 TABLES = ("attack_summary.csv", "attack_summary_replicates.csv", "attack_losses.md", "attack_losses.csv",
-          "ablation.md", "correlation.csv", "transfer.csv", "sanity.md", "sanity.csv")
+          "ablation.md", "size.csv", "size.md", "claims.md", "transfer.csv", "sanity.md", "sanity.csv")
 PLOTS = ("correlation.png", "dice.png", "loss.png", "transfer.png")
 
 
@@ -170,7 +173,7 @@ def serve() -> None:
     from mlflow.store.tracking import sqlalchemy_store  # noqa: F401
 
     import advseg.cli  # noqa: F401
-    for name in ("attacks", "checkpoints", "training", "tracking", "summary", "comparisons", "sanity", "plots",
+    for name in ("attacks", "checkpoints", "training", "tracking", "report.claims", "report.plots", "records",
                  "inference", "metrics", "losses", "models", "datasets.mni152", "datasets.uwmadison",
                  "commands.download", "commands.tracking", "commands.train", "commands.checkpoint",
                  "commands.attack", "commands.transfer", "commands.aggregate"):
@@ -306,15 +309,16 @@ def aggregate_args(base: Path, out: Path, attacks: Path | None = None) -> list:
     attacks = attacks or base / "attack"
     flags = {"attack_summary.csv": "--summary-csv", "attack_summary_replicates.csv": "--replicates-csv",
              "attack_losses.md": "--losses-md", "attack_losses.csv": "--losses-csv", "ablation.md": "--ablation-md",
-             "correlation.csv": "--correlation-csv", "transfer.csv": "--transfer-csv", "sanity.md": "--sanity-md",
-             "sanity.csv": "--sanity-csv"}
-    argv = ["aggregate", "--tracking", base / "mlflow/tracking.json",
+             "size.csv": "--size-csv", "size.md": "--size-md", "claims.md": "--claims-md",
+             "transfer.csv": "--transfer-csv", "sanity.md": "--sanity-md", "sanity.csv": "--sanity-csv"}
+    argv = ["aggregate", "--tracking", base / "mlflow/tracking.json", "--settings", json.dumps(REPORT),
+            "--correlation-eps", EPSILONS[-1], "--transfer-eps", EPSILONS[-1],
             "--attacks", *[attacks / loss / f"eps_{eps}.json" for loss in ("bce", "dicefocal") for eps in EPSILONS],
             "--examples", *[attacks / loss / f"eps_{EPSILONS[-1]}.example.npz" for loss in ("bce", "dicefocal")],
             "--cards", base / "model_card.json"]
     for name in TABLES:
         argv += [flags[name], out / "tables" / name]
-    for flag, name in zip(("--correlation-plot", "--dice-plot", "--loss-plot", "--transfer-plot"), PLOTS):
+    for flag, name in zip(("--size-plot", "--dice-plot", "--loss-plot", "--transfer-plot"), PLOTS):
         argv += [flag, out / "plots" / name]
     return argv + ["--examples-dir", out / "plots/examples", "--run-record", out / "aggregate_run.json"]
 
@@ -636,7 +640,7 @@ def test_kill_during_attack_then_rerun(advseg, base, tmp_path):
 
 def test_kill_during_aggregate_then_rerun(advseg, base, tmp_path):
     argv = aggregate_args(base, tmp_path)
-    killed = advseg(*argv, kill_at={"suffix": "correlation.csv"})
+    killed = advseg(*argv, kill_at={"suffix": "size.csv"})
     assert killed.returncode == -signal.SIGKILL, killed
     assert not (tmp_path / "aggregate_run.json").exists()
     for name in files_under(tmp_path / "tables"):

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from advseg import metrics
-from advseg.metrics import (PROTOCOLS, compare_clean_and_attacked, protocol_score, relative_drop, scores_from_arrays,
-                            slice_arrays, slice_scores, summarize, surface_scores)
+from advseg import records
+from advseg.metrics import (PROTOCOLS, compare_scores, relative_drop, slice_scores, summarize, surface_scores,
+                            unit_scores)
 
 H = W = 4
 S = 1e-5  # MONAI DiceLoss's smoothing, in the hand computations
@@ -249,41 +250,57 @@ def test_surface_scores_of_many_slices_span_edge_chunks(monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
-# --- protocols and summaries ----------------------------------------------------------------
+# --- per-unit aggregation, protocols and summaries -----------------------------------------
 
-def test_protocols_by_hand():
-    predicted, truth, *_, dice_study = hand_made()
+def test_unit_scores_by_hand():
+    predicted, truth, dice, _, dice_study = hand_made()
     scores = slice_scores(predicted, truth)
+    units = np.array([7, 7, 3, 3])           # images 0, 1 form unit 7; images 2, 3 unit 3
+    per_unit = unit_scores(scores, units)
+    assert per_unit.units.tolist() == [3, 7]
+    # unit 3: class 0 image 2 -> 0, class 1 image 2 -> 1 (image 3 has no truth); unit 7: class 0 (2/3 + 1) / 2,
+    # class 1 image 1 -> 0 (image 0's class 1 is absent)
+    np.testing.assert_allclose(per_unit.per_class["dice"], [[0.0, 1.0], [(2 / 3 + 1) / 2, 0.0]], atol=1e-12)
+    np.testing.assert_allclose(per_unit.score("dice"), [0.5, ((2 / 3 + 1) / 2 + 0) / 2], atol=1e-12)
+    # the study's Dice: unit 3 has one slice with an organ (image 2), unit 7 two
+    np.testing.assert_allclose(per_unit.score("dice_study"), [dice_study[2], dice_study[:2].mean()], atol=1e-12)
     assert PROTOCOLS == ("dice", "dice_study")
-    # class 0 over images 0, 1, 2 (image 3 has no truth); class 1 over images 1, 2
-    assert protocol_score(scores, "dice") == pytest.approx(((2 / 3 + 1 + 0) / 3 + (0 + 1) / 2) / 2, abs=1e-12)
-    # the study: images 0, 1, 2 have an organ; image 3 does not count
-    assert protocol_score(scores, "dice_study") == pytest.approx(dice_study[:3].mean(), abs=1e-12)
 
 
-def test_protocols_on_resampled_rows():
+def test_a_unit_without_an_organ_has_no_score():
+    predicted, truth, *_ = hand_made()
+    per_unit = unit_scores(slice_scores(predicted, truth), np.array([0, 0, 0, 1]))   # image 3: no truth
+    assert np.isnan(per_unit.score("dice")[1]) and np.isnan(per_unit.score("dice_study")[1])
+    with pytest.raises(ValueError, match="unknown metric 'dice_macro'"):
+        per_unit.score("dice_macro")
+    with pytest.raises(ValueError, match="3 unit labels for 4 slices"):
+        unit_scores(slice_scores(predicted, truth), np.array([0, 0, 1]))
+
+
+def test_copying_slices_within_their_unit_changes_no_unit_score():
+    predicted, truth, *_ = hand_made()
+    units = np.array([0, 0, 1, 1])
+    once = unit_scores(slice_scores(predicted, truth), units)
+    thrice = unit_scores(slice_scores(np.repeat(predicted, 3, 0), np.repeat(truth, 3, 0)), np.repeat(units, 3))
+    for metric in ("dice", "dice_study", "iou", "hd95", "nsd"):
+        np.testing.assert_allclose(once.score(metric), thrice.score(metric), rtol=1e-12)   # up to rounding
+
+
+def test_summary_is_the_mean_over_units():
     predicted, truth, *_, dice_study = hand_made()
-    scores = slice_scores(predicted, truth)
-    rows = np.array([0, 0, 2, 3])
-    # class 0: [2/3, 2/3, 0, NaN] -> 4/9; class 1: [NaN, NaN, 1, NaN] -> 1
-    assert protocol_score(scores, "dice", rows) == pytest.approx((4 / 9 + 1) / 2, abs=1e-12)
-    assert protocol_score(scores, "dice_study", rows) == pytest.approx(
-        (2 * dice_study[0] + dice_study[2]) / 3, abs=1e-12)
-    assert math.isnan(protocol_score(scores, "dice", np.array([3])))
-    assert math.isnan(protocol_score(scores, "dice_study", np.array([3, 3])))
-
-
-def test_unknown_protocol_names_the_config_key():
-    scores = slice_scores(*hand_made()[:2])
-    with pytest.raises(ValueError, match="report.metric.*'dice_macro'.*dice, dice_study"):
-        protocol_score(scores, "dice_macro")
+    units = np.array([7, 7, 3, 3])
+    summary = summarize(predicted, truth, ["gm", "wm"], units)
+    assert summary["dice"] == pytest.approx((0.5 + ((2 / 3 + 1) / 2) / 2) / 2, abs=1e-12)
+    assert summary["dice_study"] == pytest.approx((dice_study[2] + dice_study[:2].mean()) / 2, abs=1e-12)
+    assert summary["dice_per_class"] == pytest.approx({"gm": (0 + (2 / 3 + 1) / 2) / 2, "wm": (1 + 0) / 2})
+    assert summary["n_units"] == 2 and summary["n_images"] == 4
 
 
 def test_summarize_by_hand():
     predicted, truth, *_, dice_study = hand_made()
     summary = summarize(predicted, truth, ["gm", "wm"])
     assert set(summary) == {"dice", "iou", "dice_study", "hd95", "nsd", "dice_per_class", "iou_per_class",
-                            "hd95_per_class", "nsd_per_class", "n_images", "n_images_study"}
+                            "hd95_per_class", "nsd_per_class", "n_images", "n_images_study", "n_units"}
     gm_dice, wm_dice = (2 / 3 + 1 + 0) / 3, (0 + 1) / 2
     gm_iou, wm_iou = (0.5 + 1 + 0) / 3, (0 + 1) / 2
     assert summary["dice_per_class"] == pytest.approx({"gm": gm_dice, "wm": wm_dice}, abs=1e-12)
@@ -356,13 +373,17 @@ def test_relative_drop_without_a_clean_score_is_nan(clean):
     assert math.isnan(relative_drop(clean, 0.3))
 
 
-def test_compare_clean_and_attacked_reports_the_studys_diff():
+def test_relative_drop_of_arrays():
+    np.testing.assert_allclose(relative_drop(np.array([0.8, 0.0]), np.array([0.6, 0.1])), [0.25, np.nan])
+
+
+def test_compare_scores_reports_the_studys_diff():
     truth = np.zeros((2, 2, 4, 4), dtype=np.uint8)
     truth[:, :, :2, :2] = 1                                  # 4 pixels of each class on each slice
     clean = truth.copy()                                     # perfect before the attack
     attacked = truth.copy()
     attacked[:, 0, 0, :2] = 0                                # class a loses 2 of its 4 pixels
-    scores = compare_clean_and_attacked(clean, attacked, truth, ["a", "b"])
+    scores = compare_scores(slice_scores(clean, truth), slice_scores(attacked, truth), ["a", "b"])
     adv_a = 2 * 2 / (2 + 4)                                  # 2/3 on both slices
     assert scores["clean_dice"] == 1.0 and scores["clean_dice_study"] == 1.0
     assert scores["adv_dice_per_class"] == {"a": pytest.approx(adv_a, abs=1e-12), "b": 1.0}
@@ -379,23 +400,23 @@ def test_compare_clean_and_attacked_reports_the_studys_diff():
     assert scores["adv_hd95_per_class"] == {"a": pytest.approx(1.0, abs=1e-12), "b": 0.0}
     assert scores["adv_hd95"] == pytest.approx(0.5, abs=1e-12) and scores["clean_hd95"] == 0.0
     assert scores["adv_nsd"] == 1.0 and scores["clean_nsd"] == 1.0
-    assert scores["n_images"] == 2 and scores["n_images_study"] == 2
+    assert scores["n_images"] == 2 and scores["n_images_study"] == 2 and scores["n_units"] == 1
 
 
-def test_slice_arrays_round_trip_through_npz(tmp_path):
+def test_slice_scores_round_trip_through_the_report_reader(tmp_path):
     predicted, truth, dice, _, dice_study = hand_made()
     clean, adv = slice_scores(truth, truth), slice_scores(predicted, truth)
-    arrays = slice_arrays(clean, adv, ["gm", "wm"])
-    assert set(arrays) == {"class_names", "has_organ", "clean_dice", "adv_dice", "clean_iou", "adv_iou",
-                           "clean_hd95", "adv_hd95", "clean_nsd", "adv_nsd", "clean_dice_study",
-                           "adv_dice_study"}
     path = tmp_path / "eps_0.01.slices.npz"
+    records.write_slice_scores(path, clean, adv, ["gm", "wm"], np.array([0, 0, 1, 1]), "case")
+    loaded = records.read_slice_scores(path)
+    assert list(loaded["class_names"]) == ["gm", "wm"] and loaded["unit"] == "case"
+    assert loaded["units"].tolist() == [0, 0, 1, 1]
+    back = records.per_slice(loaded, "adv")
+    np.testing.assert_allclose(back["dice"], dice, atol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(back["dice_study"], dice_study, atol=1e-12)
+    assert unit_scores(records.per_slice(loaded, "clean"), loaded["units"]).score("dice").tolist() == [1.0, 1.0]
+    arrays = dict(np.load(path))
+    del arrays["adv_hd95"]
     np.savez(path, **arrays)
-    with np.load(path, allow_pickle=False) as loaded:
-        assert list(loaded["class_names"]) == ["gm", "wm"]
-        adv_back, clean_back = scores_from_arrays(loaded, "adv"), scores_from_arrays(loaded, "clean")
-    np.testing.assert_allclose(adv_back["dice"], dice, atol=1e-12, equal_nan=True)
-    assert protocol_score(adv_back, "dice_study") == pytest.approx(dice_study[:3].mean(), abs=1e-12)
-    assert protocol_score(clean_back, "dice") == 1.0
     with pytest.raises(ValueError, match="adv_hd95"):
-        scores_from_arrays({k: v for k, v in arrays.items() if k != "adv_hd95"}, "adv")
+        records.read_slice_scores(path)

@@ -61,8 +61,12 @@ def test_folder_data_with_a_trained_and_an_imported_model(folder_results):
     for model in (trained, imported):
         assert json.loads((folder_results / f"transfer/{model}/fold_0/seed_0.json").read_text()), model
         assert (folder_results / f"plots/examples/{model}.png").read_bytes().startswith(b"\x89PNG")
-    correlation = pd.read_csv(folder_results / "tables/correlation.csv")
-    assert (correlation["n_models"] == 2).all()
+    size = pd.read_csv(folder_results / "tables/size.csv", keep_default_na=False)
+    for row in size.itertuples():   # two epochs: a model below report.min_clean_score is named and left out
+        assert row.n_models + len([m for m in row.excluded.split(";") if m]) == 2
+        assert row.verdict == f"too few models (n = {row.n_models})"
+    assert "**Independent units:** group of images (data.folder.group_pattern); n = 1" in \
+        (folder_results / "claims.md").read_text()
     assert (folder_results / "plots/transfer.png").read_bytes().startswith(b"\x89PNG")
 
 

@@ -10,11 +10,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-
 from scipy import stats
 
-from advseg import plots, summary
-from advseg.summary import AttackRun
+from report_data import settings
+
+from advseg.report import plots, size
+from advseg.report.runs import AttackRun
 
 CLASSES = ("grey_matter", "white_matter", "other_brain")
 MODELS = (("Unet-resnet18", 14_328_883), ("FPN-resnet34", 23_155_001), ("Unet-resnet50", 32_521_299))
@@ -74,42 +75,42 @@ def assert_image(path: Path, min_side: int = 300) -> np.ndarray:
     return pixels
 
 
-def test_param_correlation_plots_each_model_and_its_statistics(tmp_path):
+def test_size_figure_numbers_each_model_once_per_panel_with_its_statistics(tmp_path):
     table = replicate_table()
-    correlations = summary.correlation_table(table, "dice_study", 0.03, n_bootstrap=1000, seed=0)
-    fig = plots.correlation_figure(table, correlations, "dice_study", 0.03)
-    size_axis, clean_axis = fig.axes[:2]
+    report = settings(metric="dice_study", min_units=3)
+    points = size.model_points(table, "dice_study", 0.03, report.min_clean_score)
+    rows = size.size_table(table, report, 0.03)
+    fig = plots.size_figure(points, rows, "dice_study", 0.03)
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert len(panels) == len(rows) == 3
+    first = next(ax for ax in panels if ax.get_title().startswith("fgsm/bce"))
     params = np.array([p for _, p in MODELS], float)
-    clean = 0.8 - params / 1e9
-    series = {text.get_text().split(":")[0]: (points, text) for points, text
-              in zip(size_axis.collections, size_axis.get_legend().get_texts())}
-    assert set(series) == {"fgsm/bce (standard)", "fgsm/dice (standard)", "worst/all (standard)"}
-    points, text = series["fgsm/bce (standard)"]
     diffs = np.array([fake_diff(p, "bce", 0.03) for p in params])
-    np.testing.assert_allclose(points.get_offsets(), np.column_stack([params / 1e6, diffs]))
-    r = stats.pearsonr(params, diffs).statistic
+    np.testing.assert_allclose(first.collections[0].get_offsets(), np.column_stack([params / 1e6, diffs]))
+    np.testing.assert_allclose(first.collections[0].get_array(), 0.8 - params / 1e9)   # coloured by clean score
+    assert [t.get_text() for t in first.texts] == ["1", "2", "3"]                      # numbered, once each
     rho = stats.spearmanr(params, diffs).statistic
-    assert f"r={r:.2f} [" in text.get_text() and f"ρ={rho:.2f} [" in text.get_text() and "n=3" in text.get_text()
-    clean_points = clean_axis.collections[0]
-    np.testing.assert_allclose(clean_points.get_offsets(), np.column_stack([clean, diffs]))
-    r_clean = stats.pearsonr(clean, diffs).statistic
-    assert f"r={r_clean:.2f} [" in clean_axis.get_legend().get_texts()[0].get_text()
-    assert [t.get_text() for t in size_axis.texts[:3]] == [m for m, _ in MODELS]  # annotated points
+    assert f"ρ = {rho:.2f} [" in first.get_title() and "n = 3" in first.get_title()
+    assert len(first.get_lines()) == 1                                                 # the fitted line
+    key = " ".join(t.get_text() for t in fig.texts)
+    assert all(key.count(model) == 1 for model, _ in MODELS)                           # the key names each once
     plt.close(fig)
-    out = tmp_path / "figures" / "params_vs_diff.png"
-    plots.plot_param_correlation(table, correlations, "dice_study", 0.03, out)
+    out = tmp_path / "figures" / "param_size_correlation.png"
+    plots.plot_size(points, rows, "dice_study", 0.03, out)
     assert_image(out)
     assert plt.get_fignums() == []
 
 
-def test_param_correlation_says_n_a_for_too_few_models():
+def test_size_figure_draws_left_out_models_hollow():
     table = replicate_table()
-    table = table[table["model"] != "FPN-resnet34"]
-    correlations = summary.correlation_table(table, "dice_study", 0.01, n_bootstrap=1000)
-    fig = plots.correlation_figure(table, correlations, "dice_study", 0.01)
-    label = fig.axes[0].get_legend().get_texts()[0].get_text()
-    assert "r=n/a" in label and "ρ=n/a" in label and "n=2" in label
-    assert len(fig.axes[0].collections[0].get_offsets()) == 2
+    report = settings(metric="dice_study", min_units=2, min_clean_score=0.772)   # the largest model is below it
+    points = size.model_points(table, "dice_study", 0.01, report.min_clean_score)
+    rows = size.size_table(table, report, 0.01)
+    assert set(rows["excluded"]) == {"Unet-resnet50"}
+    fig = plots.size_figure(points, rows, "dice_study", 0.01)
+    panel = fig.axes[0]
+    assert len(panel.collections[0].get_offsets()) == 2 and len(panel.collections[1].get_offsets()) == 1
+    assert panel.get_legend().get_texts()[0].get_text().startswith("left out")
     plt.close(fig)
 
 
@@ -126,6 +127,7 @@ def test_dice_vs_eps_draws_clean_then_attacked_scores_with_bands(tmp_path):
     np.testing.assert_allclose(lines["fgsm/dice"].get_ydata(),
                                [clean] + [clean * (1 - fake_diff(params, "dice", e)) for e in EPSILONS])
     assert lines["worst case"].get_color() == "black"
+    assert first.get_ylim()[0] == 0 and first.get_ylim()[1] > table["clean_dice_study_mean"].max()   # clean shows
     assert all(lines["worst case"].get_ydata()[1:] < lines["fgsm/dice"].get_ydata()[1:])
     bands = first.collections
     assert len(bands) == 3

@@ -23,7 +23,7 @@ def dataset(seed: int = 0) -> SliceDataset:
     volumes = np.repeat([0, 1], 20)
     positions = np.tile(np.arange(20), 2)
     groups = volumes * 5 + positions // 4
-    return SliceDataset(images, masks, groups, volumes, positions, ("a", "b"))
+    return SliceDataset(images, masks, groups, volumes, positions, ("a", "b"), "case")
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_chunked_writer_checks_the_row_count(data, tmp_path):
     with pytest.raises(ValueError, match="10 rows written, 40 expected"):
         prepared_mod.write_prepared_chunks(tmp_path / "out", iter(chunks), groups=data.groups,
                                            volumes=data.volumes, positions=data.positions, class_names=("a", "b"),
-                                           image_size=SIZE, folds=5, folds_to_run=[0], guard=0)
+                                           image_size=SIZE, folds=5, folds_to_run=[0], guard=0, unit="case")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -43,7 +43,7 @@ def blobs(n: int = 32, size: int = 32) -> SliceDataset:
     images = np.clip(images + rng.normal(0, 0.05, images.shape), 0, 1).astype(np.float32)
     masks = np.stack([images > 0.5, (images > 0.2) & (images <= 0.5)], 1).astype(np.uint8)
     # each slice its own scan: the guard band has nothing to drop
-    return SliceDataset(images, masks, np.arange(n) // 4, np.arange(n), np.zeros(n, np.int64), ("core", "rim"))
+    return SliceDataset(images, masks, np.arange(n) // 4, np.arange(n), np.zeros(n, np.int64), ("core", "rim"), "blob")
 
 
 @pytest.fixture(scope="module")

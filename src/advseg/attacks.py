@@ -42,9 +42,6 @@ from advseg.models import IN_CHANNELS, as_model_input
 STEPS = VARIANT_CHOICES["step"]
 LOSS_ARGUMENT_ORDERS = VARIANT_CHOICES["loss_argument_order"]
 INPUTS = VARIANT_CHOICES["input"]
-# The study called BCE the right way round (BCEWithLogitsLoss()(logits, mask)) and swapped
-# the arguments of its training loss only; loss_argument_order=study swaps every other name.
-STANDARD_ORDER_LOSSES = ("bce",)
 DICE_SMOOTHING = 1e-5
 
 # objective(logits, masks, step, steps) -> (N,) per-image loss; step counts from 1
@@ -149,10 +146,12 @@ class SweepResult:
 
 
 def named_loss_objective(loss_name: str, loss_argument_order: str = "standard") -> Objective:
-    """The attack loss by name (fgsm, pgd); with order ``study`` a training loss is called
-    ``loss(mask, logits)`` as the reference code did (sigmoid on the mask, logits as target)."""
+    """The attack loss by name (fgsm, pgd); with order ``study`` every loss, BCE included, is
+    called ``loss(mask, logits)`` as the study's ``FGSM_attack`` did for whatever loss it was
+    given (sigmoid on the mask, logits as target). Swapped BCE has gradient -mask/N in the
+    logits: it pushes every labelled pixel down and never saturates."""
     loss: PerImageLoss = get_loss(loss_name)
-    swapped = loss_argument_order == "study" and loss_name not in STANDARD_ORDER_LOSSES
+    swapped = loss_argument_order == "study"
 
     def objective(logits, masks, step, steps):
         if swapped:

@@ -20,7 +20,7 @@ def setup_logging() -> None:
 
 def write_json(path: Path, data: dict | list) -> None:
     """Write JSON via a temporary file and a rename, so no reader sees half a file."""
-    with _atomic(path, "w") as handle:
+    with atomic_file(path, "w") as handle:
         json.dump(data, handle, indent=2, sort_keys=False)
         handle.write("\n")
 
@@ -45,12 +45,12 @@ def write_npz(path: Path, arrays: dict) -> None:
     """Write an uncompressed .npz via a temporary file and a rename."""
     import numpy as np
 
-    with _atomic(path, "wb") as handle:
+    with atomic_file(path, "wb") as handle:
         np.savez(handle, **arrays)
 
 
 @contextlib.contextmanager
-def _atomic(path: Path, mode: str):
+def atomic_file(path: Path, mode: str):
     """A temporary file beside ``path`` renamed onto it if the block succeeds, else removed.
 
     An OSError (full disk, read-only folder) names ``path``: a failed write says which output it was.
@@ -59,7 +59,9 @@ def _atomic(path: Path, mode: str):
     name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(mode, dir=path.parent, suffix=".tmp", delete=False) as handle:
+        encoding = None if "b" in mode else "utf-8"
+        with tempfile.NamedTemporaryFile(mode, dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False,
+                                         encoding=encoding) as handle:
             name = handle.name
             yield handle
         os.replace(name, path)

@@ -1,15 +1,17 @@
-"""Scores of thresholded predictions per slice and class, and the two Dice protocols.
+"""Scores of thresholded predictions per slice and class, aggregated per independent unit.
 
-``slice_scores`` computes everything per slice once; the summaries, the protocols and the
-bootstrap (``rows``) all work on its arrays. Two ways to turn them into one Dice, both
-always reported (``PROTOCOLS``):
+``slice_scores`` computes everything per slice once; :func:`unit_scores` turns them into one
+number per unit (case, subject, volume, slab) under each Dice protocol, and the headline of
+a model is the mean over its units. Slices of one unit are not independent, so the report
+resamples units, never slices. The two Dice protocols, both always reported (``PROTOCOLS``):
 
-- ``dice``: per class, the mean over the slices whose truth has that class, then the mean
-  over classes. A prediction on a slice without the organ is never seen.
+- ``dice``: per unit and class, the mean over the unit's slices whose truth has that class;
+  the unit's score is the mean over the classes it has. A prediction on a slice without the
+  organ is never seen.
 - ``dice_study`` (the study's): per slice ``1 - monai.losses.DiceLoss()(truth, pred)``, i.e.
   the mean over ALL classes of ``(2 |T & P| + 1e-5) / (|T| + |P| + 1e-5)``, so a class absent
   from truth and prediction scores 1 and a false positive on an absent class scores ~0;
-  then the mean over the slices with any organ (``has_organ``).
+  the unit's score is the mean over its slices with any organ (``has_organ``).
 
 HD95 and NSD are MONAI's ``HausdorffDistanceMetric(percentile=95)`` and
 ``SurfaceDiceMetric(class_thresholds=[NSD_TOLERANCE_PX] * C)`` (include_background=True,
@@ -22,6 +24,8 @@ against MONAI's classes and ``benchmarks/metrics_cost.py`` measures both.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -129,111 +133,119 @@ def _percentile(values: np.ndarray, q: float) -> float:
     return float(ordered[low] + (ordered[high] - ordered[low]) * (position - low))
 
 
-def protocol_score(scores: dict[str, np.ndarray], protocol: str, rows: np.ndarray | None = None) -> float:
-    """One Dice under a protocol (``PROTOCOLS``), over all slices or the slices ``rows`` (repeats allowed)."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"report.metric: unknown Dice protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
-    if protocol == "dice":
-        return class_mean(scores["dice"], rows)
-    values, has_organ = scores["dice_study"], scores["has_organ"]
-    if rows is not None:
-        values, has_organ = values[rows], has_organ[rows]
-    return float(values[has_organ].mean()) if has_organ.any() else float("nan")
+@dataclass(frozen=True)
+class UnitScores:
+    """Every score aggregated per independent unit (case, subject, volume, slab): what the
+    report's intervals and tests resample. The one place the Dice protocols are aggregated.
+
+    ``per_class[metric]`` (U, C): per unit, each class's mean over the unit's slices where the
+    class is defined (NaN if none). ``dice_study`` (U,): per unit, the mean study Dice over the
+    unit's slices with any organ. A unit's score under a per-class metric is the mean over the
+    classes it has (:meth:`score`). Copying a slice within its unit changes none of these.
+    """
+
+    units: np.ndarray
+    per_class: dict[str, np.ndarray]
+    dice_study: np.ndarray
+
+    def score(self, metric: str) -> np.ndarray:
+        """(U,) each unit's score: ``dice_study`` as is, a per-class metric averaged over classes."""
+        if metric == "dice_study":
+            return self.dice_study
+        if metric not in self.per_class:
+            raise ValueError(f"unknown metric {metric!r}; choose one of: dice_study, {', '.join(self.per_class)}")
+        return nanmean(self.per_class[metric], axis=1)
 
 
-def class_mean(values: np.ndarray, rows: np.ndarray | None = None) -> float:
-    """Mean over classes of each class's mean over the slices where it is defined (not NaN)."""
-    per_class = per_class_mean(values, rows)
-    return _nanmean(per_class)
+def unit_scores(scores: dict[str, np.ndarray], units: np.ndarray | None = None) -> UnitScores:
+    """Per-slice ``scores`` (of :func:`slice_scores`) aggregated per unit; ``units`` None: one unit."""
+    n = len(scores["has_organ"])
+    units = np.zeros(n, dtype=np.int64) if units is None else np.asarray(units)
+    if units.shape != (n,):
+        raise ValueError(f"{units.shape[0] if units.ndim else 0} unit labels for {n} slices")
+    ids, inverse = np.unique(units, return_inverse=True)
+    per_class = {}
+    for metric in PER_CLASS_METRICS:
+        values = np.asarray(scores[metric], dtype=float)
+        per_class[metric] = np.stack([_grouped_mean(values[:, c], inverse, len(ids))
+                                      for c in range(values.shape[1])], axis=1)
+    study = np.where(scores["has_organ"], np.asarray(scores["dice_study"], dtype=float), np.nan)
+    return UnitScores(ids, per_class, _grouped_mean(study, inverse, len(ids)))
 
 
-def per_class_mean(values: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """(N, C) -> (C,): the mean of each column over its non-NaN entries; NaN for an all-NaN column."""
-    if rows is not None:
-        values = values[rows]
+def _grouped_mean(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Mean of the non-NaN values of each group; NaN for a group without one."""
     valid = ~np.isnan(values)
-    counts = valid.sum(0)
-    sums = np.where(valid, values, 0.0).sum(0)
+    sums = np.bincount(groups, weights=np.where(valid, values, 0.0), minlength=n_groups)
+    counts = np.bincount(groups, weights=valid.astype(float), minlength=n_groups)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def summarize_scores(scores: dict[str, np.ndarray], class_names: list[str]) -> dict:
-    """Overall and per-class means of per-slice scores, both Dice protocols, and the slice counts.
+def nanmean(values: np.ndarray, axis: int | None = None):
+    """Mean over the non-NaN entries (NaN where there is none), without numpy's warning."""
+    values = np.asarray(values, dtype=float)
+    valid = ~np.isnan(values)
+    counts = valid.sum(axis=axis)
+    sums = np.where(valid, values, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return float(mean) if axis is None else mean
 
-    ``n_images``: slices scored; ``n_images_study``: those with any organ (the only ones that
-    count for either protocol).
+
+def summarize_scores(scores: dict[str, np.ndarray], class_names: list[str], units: np.ndarray | None = None) -> dict:
+    """Headline scores of per-slice scores: each the mean over units of the unit's score.
+
+    Keys: dice, iou, hd95, nsd, dice_study, the ``*_per_class`` dicts (mean over units of
+    each class's unit mean), n_images (slices), n_images_study (slices with any organ) and
+    n_units (units with a score). Without ``units`` all slices form one unit.
     """
     if scores["dice"].shape[1] != len(class_names):
         raise ValueError(f"{len(class_names)} class names for {scores['dice'].shape[1]} classes of scores")
+    per_unit = unit_scores(scores, units)
     summary: dict = {}
     for metric in PER_CLASS_METRICS:
-        per_class = per_class_mean(scores[metric])
-        summary[metric] = _nanmean(per_class)
-        summary[f"{metric}_per_class"] = {name: float(v) for name, v in zip(class_names, per_class)}
-    summary["dice_study"] = protocol_score(scores, "dice_study")
+        summary[metric] = nanmean(per_unit.score(metric))
+        summary[f"{metric}_per_class"] = {name: float(v) for name, v in
+                                          zip(class_names, nanmean(per_unit.per_class[metric], axis=0))}
+    summary["dice_study"] = nanmean(per_unit.dice_study)
     summary["n_images"] = int(len(scores["has_organ"]))
     summary["n_images_study"] = int(scores["has_organ"].sum())
+    summary["n_units"] = int((~np.isnan(per_unit.dice_study)).sum())
     return summary
 
 
-def summarize(pred: np.ndarray, truth: np.ndarray, class_names: list[str]) -> dict:
-    """``summarize_scores`` of ``slice_scores``: keys dice, iou, dice_study, hd95, nsd, their
-    ``*_per_class`` dicts (not dice_study), n_images, n_images_study."""
-    return summarize_scores(slice_scores(pred, truth), class_names)
+def summarize(pred: np.ndarray, truth: np.ndarray, class_names: list[str], units: np.ndarray | None = None) -> dict:
+    """``summarize_scores`` of ``slice_scores``."""
+    return summarize_scores(slice_scores(pred, truth), class_names, units)
 
 
-def compare_scores(clean: dict[str, np.ndarray], adv: dict[str, np.ndarray], class_names: list[str]) -> dict:
-    """Clean and attacked summaries of per-slice scores, and the study's diff of each Dice."""
-    before, after = summarize_scores(clean, class_names), summarize_scores(adv, class_names)
-    return {
-        "clean_dice": before["dice"], "adv_dice": after["dice"], "diff": relative_drop(before["dice"], after["dice"]),
-        "clean_dice_study": before["dice_study"], "adv_dice_study": after["dice_study"],
-        "diff_dice_study": relative_drop(before["dice_study"], after["dice_study"]),
-        "clean_iou": before["iou"], "adv_iou": after["iou"], "diff_iou": relative_drop(before["iou"], after["iou"]),
-        "clean_hd95": before["hd95"], "adv_hd95": after["hd95"],
-        "clean_nsd": before["nsd"], "adv_nsd": after["nsd"],
-        "clean_dice_per_class": before["dice_per_class"], "adv_dice_per_class": after["dice_per_class"],
-        "diff_per_class": {name: relative_drop(before["dice_per_class"][name], after["dice_per_class"][name])
-                           for name in class_names},
-        "clean_hd95_per_class": before["hd95_per_class"], "adv_hd95_per_class": after["hd95_per_class"],
-        "clean_nsd_per_class": before["nsd_per_class"], "adv_nsd_per_class": after["nsd_per_class"],
-        "n_images": before["n_images"], "n_images_study": before["n_images_study"],
-    }
+def compare_scores(clean: dict[str, np.ndarray], adv: dict[str, np.ndarray], class_names: list[str],
+                   units: np.ndarray | None = None) -> dict:
+    """Clean and attacked headline scores, and the study's diff of each, for an attack's JSON."""
+    before, after = summarize_scores(clean, class_names, units), summarize_scores(adv, class_names, units)
+    out = {"n_images": before["n_images"], "n_images_study": before["n_images_study"], "n_units": before["n_units"]}
+    for metric, diff in (("dice", "diff"), ("dice_study", "diff_dice_study"), ("iou", "diff_iou")):
+        out.update({f"clean_{metric}": before[metric], f"adv_{metric}": after[metric],
+                    diff: relative_drop(before[metric], after[metric])})
+    for metric in ("hd95", "nsd"):
+        out.update({f"clean_{metric}": before[metric], f"adv_{metric}": after[metric]})
+    for metric in ("dice", "hd95", "nsd"):
+        out[f"clean_{metric}_per_class"] = before[f"{metric}_per_class"]
+        out[f"adv_{metric}_per_class"] = after[f"{metric}_per_class"]
+    out["diff_per_class"] = {name: relative_drop(before["dice_per_class"][name], after["dice_per_class"][name])
+                             for name in class_names}
+    return out
 
 
-def compare_clean_and_attacked(clean_pred: np.ndarray, adv_pred: np.ndarray, truth: np.ndarray,
-                               class_names: list[str]) -> dict:
-    """``compare_scores`` straight from clean and attacked binary predictions."""
-    return compare_scores(slice_scores(clean_pred, truth), slice_scores(adv_pred, truth), class_names)
+def relative_drop(clean, attacked):
+    """The study's attack success: (clean - attacked) / clean; NaN where clean is not positive.
 
-
-SLICE_ARRAY_KEYS = ("dice", "iou", "hd95", "nsd", "dice_study")
-
-
-def slice_arrays(clean: dict[str, np.ndarray], adv: dict[str, np.ndarray], class_names: list[str]) -> dict:
-    """The per-slice arrays of an attack's ``eps_<eps>.slices.npz``: clean_*/adv_* scores, has_organ, class_names."""
-    arrays = {"class_names": np.array(class_names, dtype=str), "has_organ": clean["has_organ"]}
-    for key in SLICE_ARRAY_KEYS:
-        arrays[f"clean_{key}"], arrays[f"adv_{key}"] = clean[key], adv[key]
-    return arrays
-
-
-def scores_from_arrays(arrays, which: str) -> dict[str, np.ndarray]:
-    """``clean`` or ``adv`` scores back from ``slice_arrays`` (or its loaded .npz), for ``protocol_score``."""
-    if which not in ("clean", "adv"):
-        raise ValueError(f"which must be 'clean' or 'adv', not {which!r}")
-    missing = [f"{which}_{key}" for key in SLICE_ARRAY_KEYS if f"{which}_{key}" not in arrays]
-    if missing or "has_organ" not in arrays:
-        raise ValueError(f"per-slice scores lack {', '.join(missing or ['has_organ'])}")
-    scores = {key: np.asarray(arrays[f"{which}_{key}"]) for key in SLICE_ARRAY_KEYS}
-    scores["has_organ"] = np.asarray(arrays["has_organ"], dtype=bool)
-    return scores
-
-
-def relative_drop(clean: float, attacked: float) -> float:
-    """The study's attack success: (clean - attacked) / clean."""
-    return (clean - attacked) / clean if clean > 0 else float("nan")
+    Works on numbers and on arrays (each resample of a bootstrap)."""
+    clean, attacked = np.asarray(clean, dtype=float), np.asarray(attacked, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        drop = np.where(clean > 0, (clean - attacked) / np.where(clean > 0, clean, 1.0), np.nan)
+    return float(drop) if drop.ndim == 0 else drop
 
 
 def _check_masks(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -249,9 +261,3 @@ def _as_bool(masks: np.ndarray, what: str) -> np.ndarray:
     if np.any((masks != 0) & (masks != 1)):
         raise ValueError(f"the {what} must be binary (0/1); threshold probabilities first")
     return masks.astype(bool)
-
-
-def _nanmean(values: np.ndarray) -> float:
-    values = np.asarray(values, dtype=float)
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if values.size else float("nan")

@@ -1,62 +1,86 @@
-"""Confidence intervals and tests for the report: bootstrap, paired comparisons, correlations.
+"""Inference over independent units: hierarchical bootstrap, sign-flip tests, multiplicity, correlations.
 
-Every interval is a percentile bootstrap with a seeded generator, so a rerun of the report
-gives the same numbers. Statistics that are undefined on a resample (a class with no slice
-left, constant input to a correlation) come out as NaN and are left out of the percentiles;
-an interval is NaN only when no resample gave a number. numpy and scipy only: the report job
-never imports torch.
+Slices of one case (or one slab of the template) are not independent, so nothing here ever
+sees a slice: callers pass one number per unit (case, subject, volume, slab), or per model
+for the size question. Each result carries its estimate, its interval, its p and the n it
+was computed over, so a table row cannot mix estimands.
+
+- :func:`hierarchical_means`: intervals of scores measured on (fold, seed, unit) cells,
+  resampling folds, then seeds and units within each fold (Saravanan et al. 2020).
+- :func:`sign_flip_test`: paired differences of units; the p-value and the interval come from
+  the same sign-flip distribution (the interval inverts the test), so "p < alpha" and "the
+  interval excludes 0" cannot disagree.
+- :func:`adjust`: Holm or Benjamini-Hochberg over a family of p-values.
+- :func:`correlation`: Pearson and Spearman with exact permutation p for small n, bootstrap
+  intervals over items, the smallest correlation detectable at this n; :func:`partial_correlation`
+  and :func:`regression` control for a covariate.
+
+numpy and scipy only: the report job never imports torch. Every random draw comes from a
+seeded generator, so a rerun gives the same numbers.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
-DEFAULT_RESAMPLES = 1000
-DEFAULT_LEVEL = 0.95
-# Resamples drawn per call of a vectorised statistic: bounds memory at CHUNK x n_items indices.
-CHUNK = 250
-
-Seed = int | Sequence[int]
+MULTIPLICITY = ("holm", "bh", "none")
+EXACT_SIGN_FLIP_UNITS = 16     # up to 2^16 sign vectors are enumerated; beyond, drawn at random
+EXACT_PERMUTATION_ITEMS = 8    # up to 8! orderings are enumerated; beyond, drawn at random
+CHUNK = 2000                   # resamples built at once (bounds memory)
 
 
-def resample_rows(n_items: int, n_resamples: int, seed: Seed = 0) -> np.ndarray:
-    """(n_resamples, n_items) row indices drawn with replacement; equal seeds give equal rows.
+# --- hierarchical bootstrap -----------------------------------------------------------------
 
-    Callers that must share resamples (every training seed of one fold is scored on the
-    same slices) pass the same seed, e.g. ``(bootstrap_seed, fold)``.
+def hierarchical_means(folds: list[np.ndarray], n_resamples: int, seed: int = 0) -> np.ndarray:
+    """Bootstrap distribution of the mean of K quantities over (fold, seed, unit) cells.
+
+    ``folds[f]`` is a (seeds, units, K) array: quantity k of unit u scored by the model of
+    training seed s in fold f, without NaN. Each resample draws folds with replacement,
+    then, within each drawn fold, its seeds and its units independently (seeds and units
+    are crossed: every seed's model scores the same held-out units). The statistic is the
+    mean over every drawn cell, so with one fold and one seed this is the plain bootstrap of
+    units. Returns (n_resamples, K). Duplicating a unit's slices changes nothing here: a
+    unit enters as one number, however many slices made it.
     """
-    _check_counts(n_items, n_resamples)
-    return np.random.default_rng(seed).integers(0, n_items, size=(n_resamples, n_items))
-
-
-def bootstrap_distribution(statistic: Callable[[np.ndarray], float | np.ndarray], n_items: int,
-                           n_resamples: int = DEFAULT_RESAMPLES, seed: Seed = 0, *,
-                           vectorized: bool = False) -> np.ndarray:
-    """The statistic on each of ``n_resamples`` resamples of ``n_items`` rows, shape (n_resamples,).
-
-    With ``vectorized=True`` the statistic receives a (k, n_items) index matrix and returns k
-    values, which is how the per-slice tables stay fast on thousands of slices.
-    """
-    _check_counts(n_items, n_resamples)
+    _check_resamples(n_resamples)
+    if not folds:
+        raise ValueError("no fold has a unit to resample")
+    folds = [np.asarray(f, dtype=float) for f in folds]
+    k = folds[0].shape[2]
+    for f in folds:
+        if f.ndim != 3 or f.shape[2] != k or min(f.shape[:2]) < 1:
+            raise ValueError(f"each fold needs a (seeds, units, {k}) array with at least one seed and unit")
+        if np.isnan(f).any():
+            raise ValueError("hierarchical_means takes no NaN: drop units without a score first")
     rng = np.random.default_rng(seed)
-    values = np.empty(n_resamples, dtype=float)
+    out = np.empty((n_resamples, k))
     for start in range(0, n_resamples, CHUNK):
-        rows = rng.integers(0, n_items, size=(min(CHUNK, n_resamples - start), n_items))
-        if vectorized:
-            chunk = np.asarray(statistic(rows), dtype=float).reshape(-1)
-            if chunk.shape != (rows.shape[0],):
-                raise ValueError(f"vectorised statistic returned {chunk.shape[0]} values for {rows.shape[0]} resamples")
-            values[start:start + rows.shape[0]] = chunk
-        else:
-            values[start:start + rows.shape[0]] = [float(statistic(r)) for r in rows]
-    return values
+        b = min(CHUNK, n_resamples - start)
+        fold_counts = _counts(rng, len(folds), b)
+        total = np.zeros((b, k))
+        cells = np.zeros(b)
+        for f, values in enumerate(folds):
+            seeds, units = values.shape[:2]
+            seed_counts = _counts(rng, seeds, b)
+            unit_counts = _counts(rng, units, b)
+            total += fold_counts[:, f, None] * np.einsum("bs,suk,bu->bk", seed_counts, values, unit_counts)
+            cells += fold_counts[:, f] * seeds * units
+        out[start:start + b] = total / cells[:, None]
+    return out
 
 
-def percentile_interval(values: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[float, float]:
+def cell_mean(folds: list[np.ndarray]) -> np.ndarray:
+    """(K,) the statistic of :func:`hierarchical_means` on the data itself: the mean over cells."""
+    folds = [np.asarray(f, dtype=float) for f in folds]
+    return sum(f.sum(axis=(0, 1)) for f in folds) / sum(f.shape[0] * f.shape[1] for f in folds)
+
+
+def percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
     """The central ``level`` interval of the finite values (NaN, NaN when there are none)."""
     if not 0 < level < 1:
         raise ValueError(f"confidence level must lie in (0, 1), got {level}")
@@ -69,75 +93,226 @@ def percentile_interval(values: np.ndarray, level: float = DEFAULT_LEVEL) -> tup
     return float(low), float(high)
 
 
-def bootstrap_ci(statistic: Callable[[np.ndarray], float | np.ndarray], n_items: int,
-                 n_resamples: int = DEFAULT_RESAMPLES, seed: Seed = 0, level: float = DEFAULT_LEVEL, *,
-                 vectorized: bool = False) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``statistic(rows)`` over resampled row indices."""
-    return percentile_interval(bootstrap_distribution(statistic, n_items, n_resamples, seed,
-                                                      vectorized=vectorized), level)
+def _counts(rng: np.random.Generator, n: int, resamples: int) -> np.ndarray:
+    """(resamples, n): how often each of n items is drawn when n are drawn with replacement."""
+    if n == 1:
+        return np.ones((resamples, 1))
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(float)
 
 
-def paired_comparison(a: np.ndarray, b: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: Seed = 0,
-                      level: float = DEFAULT_LEVEL) -> dict:
-    """Is ``a`` different from ``b`` on the same items? Mean of a - b, its CI, and Wilcoxon's p.
+# --- paired sign-flip test -------------------------------------------------------------------
 
-    Pairs where either value is NaN are dropped. The Wilcoxon signed-rank test uses Pratt's
-    treatment of zero differences (they count in the ranking, not in the statistic); when
-    every difference is zero there is no evidence of a difference and p is 1. ``significant``
-    is True only when the bootstrap interval of the mean difference excludes 0.
+@dataclass(frozen=True)
+class PairedTest:
+    """Mean of paired unit differences, its interval and p from one sign-flip distribution."""
+    n: int
+    effect: float
+    ci_low: float
+    ci_high: float
+    p: float
+    exact: bool
+
+    @property
+    def smallest_p(self) -> float:
+        """The smallest p a two-sided sign-flip test can give at this n (2 / 2^n when exact)."""
+        return 2.0 / 2 ** self.n if self.exact else math.nan
+
+
+def sign_flip_test(differences: np.ndarray, alpha: float, n_resamples: int, seed: int = 0) -> PairedTest:
+    """Two-sided test of mean(differences) = 0 by flipping the sign of each unit's difference.
+
+    Under the null each unit's difference is as likely positive as negative. With up to
+    ``EXACT_SIGN_FLIP_UNITS`` units every sign vector is enumerated (exact p, as
+    ``scipy.stats.permutation_test``); beyond, ``n_resamples`` are drawn and the observed signs
+    count as one more (p = (1 + extreme) / (1 + draws)). The interval is mean +- q, q the
+    (1 - alpha) quantile of |flipped mean| in that same distribution, so it excludes 0 exactly
+    when p < alpha. (A large effect widens the flipped means too: the interval errs wide.)
+    NaNs are dropped.
     """
-    a, b = np.asarray(a, dtype=float).reshape(-1), np.asarray(b, dtype=float).reshape(-1)
-    if a.shape != b.shape:
-        raise ValueError(f"paired values differ in length: {a.size} vs {b.size}")
-    keep = ~(np.isnan(a) | np.isnan(b))
-    a, b = a[keep], b[keep]
-    difference = a - b
-    result = {"n": int(difference.size), "mean_a": math.nan, "mean_b": math.nan,
-              "mean_difference": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-              "wilcoxon_statistic": math.nan, "wilcoxon_p": math.nan, "significant": False}
-    if difference.size == 0:
-        return result
-    result.update(mean_a=float(a.mean()), mean_b=float(b.mean()), mean_difference=float(difference.mean()))
-    low, high = bootstrap_ci(lambda rows: difference[rows].mean(axis=1), difference.size, n_resamples, seed,
-                             level, vectorized=True)
-    result.update(ci_low=low, ci_high=high, significant=bool(low > 0 or high < 0))
-    if np.all(difference == 0):
-        result.update(wilcoxon_statistic=0.0, wilcoxon_p=1.0)
+    _check_alpha(alpha)
+    d = np.asarray(differences, dtype=float).reshape(-1)
+    d = d[~np.isnan(d)]
+    n = d.size
+    if n == 0:
+        return PairedTest(0, math.nan, math.nan, math.nan, math.nan, True)
+    exact = n <= EXACT_SIGN_FLIP_UNITS
+    if exact:   # row 0 is all +1: the observed signs
+        signs = 1.0 - 2.0 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)
     else:
-        test = stats.wilcoxon(difference, zero_method="pratt")
-        result.update(wilcoxon_statistic=float(test.statistic), wilcoxon_p=float(test.pvalue))
-    return result
+        _check_resamples(n_resamples)
+        drawn = np.random.default_rng(seed).choice((-1.0, 1.0), size=(n_resamples, n))
+        signs = np.vstack([np.ones((1, n)), drawn])
+    sums = signs @ d
+    observed, extremes = sums[0], np.abs(sums)
+    p = float(np.count_nonzero(extremes >= abs(observed))) / len(sums)
+    # p < alpha  <=>  fewer than alpha * B flips reach |observed|  <=>  |observed| > the k-th largest
+    k = math.ceil(alpha * len(sums) - 1e-9)
+    q = float(np.sort(extremes)[::-1][max(k, 1) - 1])
+    return PairedTest(n, float(observed / n), float((observed - q) / n), float((observed + q) / n), p, exact)
 
 
-def correlation_with_ci(x: np.ndarray, y: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: Seed = 0,
-                        level: float = DEFAULT_LEVEL) -> dict:
-    """Pearson r and Spearman rho with scipy's p-values and bootstrap intervals over items.
+# --- multiplicity -----------------------------------------------------------------------------
 
-    Items with a NaN in x or y are dropped. Everything is NaN with fewer than 3 items or a
-    constant x or y; a resample whose x or y is constant gives NaN and is left out.
+def adjust(p_values, method: str) -> np.ndarray:
+    """Multiplicity-adjusted p-values of one family; NaN entries stay NaN and do not count.
+
+    ``holm``: Holm's step-down (controls the family-wise error); ``bh``: Benjamini-Hochberg
+    (controls the false discovery rate; equals ``scipy.stats.false_discovery_control``);
+    ``none``: unchanged.
     """
-    x, y = np.asarray(x, dtype=float).reshape(-1), np.asarray(y, dtype=float).reshape(-1)
-    if x.shape != y.shape:
-        raise ValueError(f"correlated values differ in length: {x.size} vs {y.size}")
-    keep = ~(np.isnan(x) | np.isnan(y))
-    x, y = x[keep], y[keep]
-    result = {"n": int(x.size)}
-    for name in ("pearson_r", "pearson_p", "pearson_ci_low", "pearson_ci_high",
-                 "spearman_rho", "spearman_p", "spearman_ci_low", "spearman_ci_high"):
-        result[name] = math.nan
-    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return result
-    pearson, spearman = stats.pearsonr(x, y), stats.spearmanr(x, y)
-    result.update(pearson_r=float(pearson.statistic), pearson_p=float(pearson.pvalue),
-                  spearman_rho=float(spearman.statistic), spearman_p=float(spearman.pvalue))
-    rows = resample_rows(x.size, n_resamples, seed)
+    if method not in MULTIPLICITY:
+        raise ValueError(f"report.multiplicity: unknown method {method!r}; choose one of: {', '.join(MULTIPLICITY)}")
+    p = np.asarray(p_values, dtype=float).reshape(-1)
+    out = np.full(p.shape, np.nan)
+    known = np.flatnonzero(~np.isnan(p))
+    m = known.size
+    if m == 0 or method == "none":
+        out[known] = p[known]
+        return out
+    order = known[np.argsort(p[known], kind="stable")]
+    ranked = p[order]
+    if method == "holm":
+        adjusted = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * ranked))
+    else:
+        adjusted = np.minimum.accumulate((ranked * m / np.arange(1, m + 1))[::-1])[::-1]
+        adjusted = np.minimum(adjusted, 1.0)
+    out[order] = adjusted
+    return out
+
+
+# --- correlations -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Correlation:
+    """One correlation: estimate, bootstrap interval over items, permutation p, n."""
+    n: int
+    estimate: float
+    ci_low: float
+    ci_high: float
+    p: float
+    exact: bool
+
+
+def correlation(x, y, kind: str, level: float, n_resamples: int, seed: int = 0) -> Correlation:
+    """Pearson (``kind="pearson"``) or Spearman (``"spearman"``) correlation of paired items.
+
+    p is a two-sided permutation p: every ordering of y for up to ``EXACT_PERMUTATION_ITEMS``
+    items (n = 4 gives 24 orderings: rho = 1 has p = 2/24, not scipy's asymptotic 0), else
+    (1 + extreme draws) / (1 + draws). The interval is the percentile bootstrap over items,
+    leaving out resamples where x or y is constant. NaN with fewer than 3 items or a
+    constant x or y.
+    """
+    if kind not in ("pearson", "spearman"):
+        raise ValueError(f"unknown correlation {kind!r}")
+    x, y = _paired(x, y)
+    n = x.size
+    if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return Correlation(n, math.nan, math.nan, math.nan, math.nan, n <= EXACT_PERMUTATION_ITEMS)
+    if kind == "spearman":
+        x, y = stats.rankdata(x), stats.rankdata(y)
+    estimate = float(_row_pearson(x[None], y[None])[0])
+    exact = n <= EXACT_PERMUTATION_ITEMS
+    rng = np.random.default_rng(seed)
+    if exact:
+        orders = np.array(list(itertools.permutations(range(n))))
+    else:
+        _check_resamples(n_resamples)
+        orders = np.argsort(rng.random((n_resamples, n)), axis=1)
+    permuted = _row_pearson(np.broadcast_to(x, orders.shape), y[orders])
+    extreme = np.count_nonzero(np.abs(permuted) >= abs(estimate) - 1e-12)
+    p = extreme / len(orders) if exact else (1 + extreme) / (1 + len(orders))
+    _check_resamples(n_resamples)
+    rows = rng.integers(0, n, size=(n_resamples, n))
     xs, ys = x[rows], y[rows]
-    result["pearson_ci_low"], result["pearson_ci_high"] = percentile_interval(_row_pearson(xs, ys), level)
-    ranks_x = stats.rankdata(xs, axis=1)
-    ranks_y = stats.rankdata(ys, axis=1)
-    result["spearman_ci_low"], result["spearman_ci_high"] = percentile_interval(_row_pearson(ranks_x, ranks_y),
-                                                                                level)
-    return result
+    if kind == "spearman":   # ranks of the resampled values, not resampled ranks
+        xs, ys = stats.rankdata(xs, axis=1), stats.rankdata(ys, axis=1)
+    low, high = percentile_interval(_row_pearson(xs, ys), level)
+    return Correlation(n, estimate, low, high, float(min(1.0, p)), exact)
+
+
+def detectable_correlation(n: int, alpha: float, power: float = 0.8, kind: str = "spearman") -> float:
+    """The smallest |correlation| a two-sided test at ``alpha`` detects with ``power`` at n items.
+
+    Fisher's z: atanh(r) ~ N(atanh(rho), v / (n - 3)), v = 1 for Pearson and 1.06 for
+    Spearman (Fieller, Hartley and Pearson 1957). NaN for n <= 3.
+    """
+    _check_alpha(alpha)
+    if n <= 3:
+        return math.nan
+    spread = math.sqrt((1.06 if kind == "spearman" else 1.0) / (n - 3))
+    return float(math.tanh((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * spread))
+
+
+@dataclass(frozen=True)
+class PartialCorrelation:
+    """Pearson correlation of x and y after removing the linear effect of z from both."""
+    n: int
+    estimate: float
+    ci_low: float
+    ci_high: float
+    p: float
+
+
+def partial_correlation(x, y, z, level: float) -> PartialCorrelation:
+    """r(x, y | z) from the residuals of x and y on z; t-test p (n - 3 df), Fisher-z interval."""
+    x, y, z = _paired(x, y, z)
+    n = x.size
+    if n < 4 or min(np.ptp(x), np.ptp(y), np.ptp(z)) == 0:
+        return PartialCorrelation(n, math.nan, math.nan, math.nan, math.nan)
+    design = np.column_stack([np.ones(n), z])
+    residual_x = x - design @ np.linalg.lstsq(design, x, rcond=None)[0]
+    residual_y = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
+    r = float(_row_pearson(residual_x[None], residual_y[None])[0])
+    if math.isnan(r):
+        return PartialCorrelation(n, math.nan, math.nan, math.nan, math.nan)
+    df = n - 3
+    t = r * math.sqrt(df / max(1e-300, 1 - r * r))
+    p = float(2 * stats.t.sf(abs(t), df))
+    if n > 4:
+        half = stats.norm.ppf(0.5 + level / 2) / math.sqrt(n - 4)
+        low, high = math.tanh(math.atanh(max(-0.999999, min(0.999999, r))) - half), \
+            math.tanh(math.atanh(max(-0.999999, min(0.999999, r))) + half)
+    else:
+        low = high = math.nan
+    return PartialCorrelation(n, r, float(low), float(high), p)
+
+
+@dataclass(frozen=True)
+class Coefficient:
+    name: str
+    estimate: float
+    ci_low: float
+    ci_high: float
+    p: float
+
+
+def regression(y, predictors: dict[str, np.ndarray], level: float) -> list[Coefficient]:
+    """Ordinary least squares of y on an intercept and ``predictors``: t intervals and p-values.
+
+    Rows with a NaN anywhere are dropped; with no residual degree of freedom every interval and
+    p is NaN.
+    """
+    columns = list(predictors)
+    data = _paired(y, *(predictors[c] for c in columns))
+    y, xs = data[0], data[1:]
+    n = y.size
+    design = np.column_stack([np.ones(n), *xs]) if n else np.zeros((0, len(columns) + 1))
+    names = ["intercept", *columns]
+    if n == 0 or np.linalg.matrix_rank(design) < design.shape[1]:
+        return [Coefficient(name, math.nan, math.nan, math.nan, math.nan) for name in names]
+    beta, *_ = np.linalg.lstsq(design, y, rcond=None)
+    df = n - design.shape[1]
+    if df < 1:
+        return [Coefficient(name, float(b), math.nan, math.nan, math.nan) for name, b in zip(names, beta)]
+    residual = y - design @ beta
+    sigma2 = float(residual @ residual) / df
+    se = np.sqrt(np.diag(np.linalg.inv(design.T @ design)) * sigma2)
+    quantile = stats.t.ppf(0.5 + level / 2, df)
+    out = []
+    for name, b, s in zip(names, beta, se):
+        p = float(2 * stats.t.sf(abs(b / s), df)) if s > 0 else math.nan
+        out.append(Coefficient(name, float(b), float(b - quantile * s), float(b + quantile * s), p))
+    return out
 
 
 def _row_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -151,8 +326,20 @@ def _row_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.clip(r, -1.0, 1.0)
 
 
-def _check_counts(n_items: int, n_resamples: int) -> None:
-    if n_items < 1:
-        raise ValueError(f"bootstrap needs at least one item, got {n_items}")
+def _paired(*arrays) -> tuple[np.ndarray, ...]:
+    """The arrays as flat floats of one length, keeping only items where none is NaN."""
+    flat = [np.asarray(a, dtype=float).reshape(-1) for a in arrays]
+    if len({a.size for a in flat}) > 1:
+        raise ValueError(f"paired values differ in length: {[a.size for a in flat]}")
+    keep = np.all([~np.isnan(a) for a in flat], axis=0) if flat[0].size else np.zeros(0, bool)
+    return tuple(a[keep] for a in flat)
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0 < alpha < 1:
+        raise ValueError(f"report.alpha: {alpha} must lie in (0, 1)")
+
+
+def _check_resamples(n_resamples: int) -> None:
     if n_resamples < 1:
-        raise ValueError(f"bootstrap needs at least one resample (report.n_bootstrap), got {n_resamples}")
+        raise ValueError(f"report.n_bootstrap: {n_resamples} resamples; need at least one")

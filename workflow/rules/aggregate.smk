@@ -1,6 +1,6 @@
 rule aggregate:
-    """Tables with confidence intervals, paired loss tests, correlations, transfer, sanity checks, example
-    figures; one MLflow run."""
+    """The claims page, tables with unit-level intervals and adjusted tests, the size question, transfer,
+    sanity checks and figures; one MLflow run."""
     input:
         attacks=attack_results("json"),
         slices=attack_results("slices.npz"),
@@ -9,6 +9,7 @@ rule aggregate:
         examples=example_files(),
         tracking=TRACKING_FILE,
     output:
+        claims=report(f"{RESULTS}/claims.md", caption="../report/claims.rst", category="Claims"),
         summary=report(f"{RESULTS}/tables/attack_summary.csv", caption="../report/attack_summary.rst",
                        category="Tables"),
         replicates=f"{RESULTS}/tables/attack_summary_replicates.csv",
@@ -16,12 +17,13 @@ rule aggregate:
                          category="Tables"),
         losses_csv=f"{RESULTS}/tables/attack_losses.csv",
         ablation=report(f"{RESULTS}/tables/ablation.md", caption="../report/ablation.rst", category="Tables"),
-        correlation_csv=f"{RESULTS}/tables/correlation.csv",
+        size_csv=f"{RESULTS}/tables/size.csv",
+        size_md=report(f"{RESULTS}/tables/size.md", caption="../report/size.rst", category="Tables"),
         transfer_csv=f"{RESULTS}/tables/transfer.csv",
         sanity_md=report(f"{RESULTS}/tables/sanity.md", caption="../report/sanity.rst", category="Tables"),
         sanity_csv=f"{RESULTS}/tables/sanity.csv",
-        correlation=report(f"{RESULTS}/plots/param_size_correlation.png",
-                           caption="../report/param_size_correlation.rst", category="Plots"),
+        size_plot=report(f"{RESULTS}/plots/param_size_correlation.png",
+                         caption="../report/param_size_correlation.rst", category="Plots"),
         dice=report(f"{RESULTS}/plots/dice_vs_eps.png", caption="../report/dice_vs_eps.rst", category="Plots"),
         loss_curve=report(f"{RESULTS}/plots/loss_curve.png", caption="../report/loss_curve.rst", category="Plots"),
         transfer=report(f"{RESULTS}/plots/transfer.png", caption="../report/transfer.rst", category="Plots"),
@@ -31,11 +33,9 @@ rule aggregate:
             for model, path in example_grids().items()
         ],
     params:
-        metric=config["report"]["metric"],
+        settings=as_json("report", training_loss=config["training"]["loss"]),
         correlation_eps=CORRELATION_EPS,
         transfer_eps=TRANSFER_EPS,
-        n_bootstrap=config["report"]["n_bootstrap"],
-        seed=config["report"]["seed"],
         examples_dir=lambda wildcards, output: Path(output.grids[0]).parent,
     log:
         f"{RESULTS}/logs/aggregate.log",
@@ -45,11 +45,11 @@ rule aggregate:
         "../../envs/advseg.yaml"
     shell:
         "advseg aggregate --tracking {input.tracking} --attacks {input.attacks} --cards {input.cards}"
-        " --transfers {input.transfers} --examples {input.examples} --metric {params.metric}"
+        " --transfers {input.transfers} --examples {input.examples} --settings {params.settings:q}"
         " --correlation-eps {params.correlation_eps} --transfer-eps {params.transfer_eps}"
-        " --n-bootstrap {params.n_bootstrap} --seed {params.seed}"
-        " --summary-csv {output.summary} --replicates-csv {output.replicates} --losses-md {output.losses_md}"
-        " --losses-csv {output.losses_csv} --ablation-md {output.ablation} --correlation-csv {output.correlation_csv}"
-        " --transfer-csv {output.transfer_csv} --sanity-md {output.sanity_md} --sanity-csv {output.sanity_csv}"
-        " --correlation-plot {output.correlation} --dice-plot {output.dice} --loss-plot {output.loss_curve}"
-        " --transfer-plot {output.transfer} --examples-dir {params.examples_dir} --run-record {output.run_record} 2> {log}"
+        " --claims-md {output.claims} --summary-csv {output.summary} --replicates-csv {output.replicates}"
+        " --losses-md {output.losses_md} --losses-csv {output.losses_csv} --ablation-md {output.ablation}"
+        " --size-csv {output.size_csv} --size-md {output.size_md} --transfer-csv {output.transfer_csv}"
+        " --sanity-md {output.sanity_md} --sanity-csv {output.sanity_csv} --size-plot {output.size_plot}"
+        " --dice-plot {output.dice} --loss-plot {output.loss_curve} --transfer-plot {output.transfer}"
+        " --examples-dir {params.examples_dir} --run-record {output.run_record} 2> {log}"

@@ -1,18 +1,35 @@
-"""advseg aggregate: every table, statistic, sanity check and plot over all attack results.
+"""advseg aggregate: one pass from attack results to tables, claims and plots.
 
-Reads the attack JSONs (with the per-slice ``.slices.npz`` beside each), the model cards and
-the transfer files; never imports torch. All outputs are named on the command line.
+load (every file checked before any output) -> unit scores -> statistics -> tables, the claims
+page and plots, each written whole; one MLflow run. Never imports torch.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from advseg.commands import add_tracking_argument
 
 log = logging.getLogger(__name__)
-MIN_BOOTSTRAP = 1000
+OUTPUTS = (("--summary-csv", "attack_summary.csv: one row per model, replicate, attack, loss, variant and eps"),
+           ("--replicates-csv", "attack_summary_replicates.csv: means over replicates with hierarchical intervals"),
+           ("--losses-md", "attack_losses.md: each pair of attack losses, tested over units"),
+           ("--losses-csv", "attack_losses.csv: the same as a table"),
+           ("--ablation-md", "ablation.md: the loss verdicts per attack variant"),
+           ("--size-csv", "size.csv: does model size predict attack success"),
+           ("--size-md", "size.md: the same for a reader"),
+           ("--claims-md", "claims.md: the study's claims with the verdicts the data can carry"),
+           ("--transfer-csv", "transfer.csv: perturbations of one model replayed on another"),
+           ("--sanity-md", "sanity.md: checks of the attacks"),
+           ("--sanity-csv", "sanity.csv: the checks as a table"),
+           ("--size-plot", "param_size_correlation.png"),
+           ("--dice-plot", "dice_vs_eps.png"),
+           ("--loss-plot", "loss_curve.png"),
+           ("--transfer-plot", "transfer.png"),
+           ("--examples-dir", "folder for <model>.png, each model's example slice under every attack"),
+           ("--run-record", "JSON naming the MLflow run"))
 
 
 def add_arguments(parser) -> None:
@@ -25,101 +42,97 @@ def add_arguments(parser) -> None:
     inputs.add_argument("--examples", type=Path, nargs="*", default=[],
                         help="eps_<eps>.example.npz files of 'advseg attack' to draw, one figure per model; "
                              "each must sit beside one of --attacks")
-    options = parser.add_argument_group("options (config section 'report')")
-    options.add_argument("--metric", choices=("dice", "dice_study"), default="dice",
-                         help="report.metric: the Dice protocol behind diff, plots, comparisons, correlations")
-    options.add_argument("--correlation-eps", type=float, default=None,
-                         help="report.correlation_eps (default: the largest attacked eps)")
-    options.add_argument("--transfer-eps", type=float, default=None,
-                         help="report.transfer_eps (default: the largest eps among the transfer rows)")
-    options.add_argument("--n-bootstrap", type=int, default=MIN_BOOTSTRAP, help="report.n_bootstrap resamples")
-    options.add_argument("--seed", type=int, default=0, help="report.seed: seed of every bootstrap")
+    options = parser.add_argument_group("options")
+    options.add_argument("--settings", required=True,
+                         help="the config's report section with training_loss (the training.loss), as JSON")
+    options.add_argument("--correlation-eps", type=float, required=True,
+                         help="eps at which model size is correlated with attack success")
+    options.add_argument("--transfer-eps", type=float, required=True, help="eps of the transfer table")
     outputs = parser.add_argument_group("outputs")
-    for flag, text in (("--summary-csv", "attack_summary.csv: one row per run and eps, worst case included"),
-                       ("--replicates-csv", "attack_summary_replicates.csv: mean ± sd over seeds x folds"),
-                       ("--losses-md", "attack_losses.md: paired comparison of attack losses"),
-                       ("--losses-csv", "attack_losses.csv: the same comparisons as a table"),
-                       ("--ablation-md", "ablation.md: the comparisons per attack variant"),
-                       ("--correlation-csv", "correlation.csv: size and clean score vs diff"),
-                       ("--transfer-csv", "transfer.csv: source x target attacked scores"),
-                       ("--sanity-md", "sanity.md: checks of the attacks"),
-                       ("--sanity-csv", "sanity.csv: the checks as a table"),
-                       ("--correlation-plot", "param_size_correlation.png"),
-                       ("--dice-plot", "dice_vs_eps.png"),
-                       ("--loss-plot", "loss_curve.png"),
-                       ("--transfer-plot", "transfer.png"),
-                       ("--examples-dir", "folder for <model>.png, each model's example slice under every attack"),
-                       ("--run-record", "JSON naming the MLflow run")):
+    for flag, text in OUTPUTS:
         outputs.add_argument(flag, type=Path, required=True, help=text)
 
 
 def run(args) -> None:
-    from advseg import comparisons, plots, sanity, summary
+    from dataclasses import asdict
+
     from advseg.jobs import write_json
+    from advseg.report import claims, comparisons, plots, runs, sanity, size, tables, units
+    from advseg.report.markdown import write_csv, write_text
+    from advseg.report.settings import ReportSettings
+    from advseg.settings import from_mapping
 
-    if args.n_bootstrap < MIN_BOOTSTRAP:
-        raise ValueError(f"report.n_bootstrap: {args.n_bootstrap} resamples; use at least {MIN_BOOTSTRAP}")
-    runs = summary.load_runs(args.attacks, args.cards)
+    settings = from_mapping(ReportSettings, _report_section(args.settings), "report")
+    loaded = runs.load_runs(args.attacks, args.cards)
     examples = {model: plots.load_examples(files)  # read now: a bad one stops before any output
-                for model, files in summary.examples_by_model(runs, args.examples).items()}
-    all_runs = runs + summary.worst_case_runs(runs)
-    scored = summary.score_runs(all_runs, args.n_bootstrap, args.seed)
-    table = summary.summary_table(scored)
-    replicates = summary.replicate_table(scored)
-    correlation_eps = float(table["eps"].max()) if args.correlation_eps is None else args.correlation_eps
-    correlations = summary.correlation_table(replicates, args.metric, correlation_eps, args.n_bootstrap, args.seed)
-    losses = comparisons.loss_comparisons(runs, args.metric, args.n_bootstrap, args.seed)
-    transfer = summary.transfer_table(args.transfers, table, args.transfer_eps)
-    checks = sanity.sanity_checks(replicates, runs, transfer, args.metric)
+                for model, files in runs.examples_by_model(loaded, args.examples).items()}
+    unit = runs.unit_kind(loaded)
+    every_run = loaded + runs.worst_case_runs(loaded)
+    unit_table = units.unit_table(every_run)
+    summary = tables.summary_table(every_run, unit_table, settings)
+    replicates = tables.replicate_table(unit_table, summary, settings)
+    losses = comparisons.loss_comparisons(unit_table, settings)
+    size_points = size.model_points(replicates, settings.metric, args.correlation_eps, settings.min_clean_score)
+    size_table = size.size_table(replicates, settings, args.correlation_eps)
+    judgements = claims.judge_all(unit_table, replicates, settings, args.correlation_eps)
+    transfer = tables.transfer_table(args.transfers, summary, args.transfer_eps)
+    checks = sanity.sanity_checks(replicates, loaded, transfer, settings.metric)
 
-    summary.write_csv(table, args.summary_csv)
-    summary.write_csv(replicates, args.replicates_csv)
-    summary.write_csv(losses, args.losses_csv)
-    summary.write_text(comparisons.attack_losses_markdown(losses, args.metric), args.losses_md)
-    summary.write_text(comparisons.ablation_markdown(losses, args.metric), args.ablation_md)
-    summary.write_csv(correlations, args.correlation_csv)
-    summary.write_csv(transfer, args.transfer_csv)
-    summary.write_text(sanity.sanity_markdown(checks, args.metric), args.sanity_md)
-    summary.write_csv(checks, args.sanity_csv)
-    plots.plot_param_correlation(replicates, correlations, args.metric, correlation_eps, args.correlation_plot)
-    plots.plot_dice_vs_eps(replicates, args.metric, args.dice_plot)
-    plots.plot_loss_curve(runs, args.loss_plot)
-    plots.plot_transfer(transfer, args.metric, args.transfer_plot)
+    write_csv(summary, args.summary_csv)
+    write_csv(replicates, args.replicates_csv)
+    write_csv(losses, args.losses_csv)
+    write_text(comparisons.attack_losses_markdown(losses, settings, unit), args.losses_md)
+    write_text(comparisons.ablation_markdown(losses, settings, unit), args.ablation_md)
+    write_csv(size_table, args.size_csv)
+    write_text(size.size_markdown(size_table, settings), args.size_md)
+    write_text(claims.claims_markdown(judgements, settings, unit_table, args.correlation_eps, unit), args.claims_md)
+    write_csv(transfer, args.transfer_csv)
+    write_text(sanity.sanity_markdown(checks, settings.metric), args.sanity_md)
+    write_csv(checks, args.sanity_csv)
+    plots.plot_size(size_points, size_table, settings.metric, args.correlation_eps, args.size_plot)
+    plots.plot_dice_vs_eps(replicates, settings.metric, args.dice_plot)
+    plots.plot_loss_curve(loaded, args.loss_plot)
+    plots.plot_transfer(transfer, settings.metric, args.transfer_plot)
     grids = [args.examples_dir / f"{model}.png" for model in examples]
-    for grid, loaded in zip(grids, examples.values()):
-        plots.plot_example_grid(loaded, grid)
+    for grid, figures in zip(grids, examples.values()):
+        plots.plot_example_grid(figures, grid)
 
-    params = {"metric": args.metric, "correlation_eps": correlation_eps, "transfer_eps": args.transfer_eps,
-              "n_bootstrap": args.n_bootstrap, "bootstrap_seed": args.seed, "n_models": table["model"].nunique(),
-              "n_replicates": int(table[["seed", "fold"]].drop_duplicates().shape[0]),
-              "attacks": ",".join(sorted(table["attack"].unique())),
-              "attack_losses": ",".join(sorted(runs_column(runs, "attack_loss"))),
-              "variants": ",".join(sorted(runs_column(runs, "variant"))),
-              "epsilons": ",".join(f"{e:g}" for e in sorted(table["eps"].unique()))}
-    metrics = {}
-    for row in correlations.itertuples():
-        name = f"{row.attack}_{row.attack_loss}_{row.variant}_{row.x}"
-        metrics.update({f"{name}_pearson_r": row.pearson_r, f"{name}_spearman_rho": row.spearman_rho})
-    metrics["sanity_flags"] = int((checks["status"] == "flag").sum())
-    metrics["loss_pairs_significant"] = int(losses["significant"].sum())
-    artifacts = {"tables": [args.summary_csv, args.replicates_csv, args.losses_md, args.losses_csv, args.ablation_md,
-                            args.correlation_csv, args.transfer_csv, args.sanity_md, args.sanity_csv],
-                 "plots": [args.correlation_plot, args.dice_plot, args.loss_plot, args.transfer_plot],
+    params = {**asdict(settings), "correlation_eps": args.correlation_eps,
+              "transfer_eps": args.transfer_eps, "unit": unit, "n_models": summary["model"].nunique(),
+              "n_units": int(unit_table[["fold", "unit"]].drop_duplicates().shape[0]),
+              "n_replicates": int(summary[["seed", "fold"]].drop_duplicates().shape[0]),
+              "attacks": ",".join(sorted(summary["attack"].unique())),
+              "attack_losses": ",".join(sorted({run.info["attack_loss"] for run in loaded})),
+              "variants": ",".join(sorted({run.info["variant"] for run in loaded})),
+              "epsilons": ",".join(f"{e:g}" for e in sorted(summary["eps"].unique()))}
+    metrics = {"sanity_flags": int((checks["status"] == "flag").sum()),
+               "loss_pairs_decided": int((losses["stronger"] != "").sum()) if not losses.empty else 0}
+    for row in size_table.itertuples():
+        metrics[f"{row.attack}_{row.attack_loss}_{row.variant}_spearman_rho"] = row.spearman
+    artifacts = {"": [args.claims_md],
+                 "tables": [args.summary_csv, args.replicates_csv, args.losses_md, args.losses_csv, args.ablation_md,
+                            args.size_csv, args.size_md, args.transfer_csv, args.sanity_md, args.sanity_csv],
+                 "plots": [args.size_plot, args.dice_plot, args.loss_plot, args.transfer_plot],
                  "plots/examples": grids}
     run_id = log_aggregate_run(args.tracking, params, metrics, artifacts)
-    write_json(args.run_record, {"mlflow_run_id": run_id, "correlations": correlations.to_dict(orient="records")})
-    log.info("%d results of %d models (%d flagged sanity rows) -> %s", len(table), table["model"].nunique(),
-             metrics["sanity_flags"], args.summary_csv)
+    write_json(args.run_record, {"mlflow_run_id": run_id, "size": size_table.to_dict(orient="records")})
+    log.info("%d results of %d models over %d units (%s); %d flagged sanity rows -> %s", len(summary),
+             summary["model"].nunique(), params["n_units"], unit, metrics["sanity_flags"], args.claims_md)
 
 
-def runs_column(runs, name: str) -> set[str]:
-    return {str(run.info[name]) for run in runs}
+def _report_section(text: str) -> dict:
+    """The report section as the rule passes it; the eps keys travel as their own arguments."""
+    import json
+
+    try:
+        section = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"report: --settings is not JSON ({error})") from None
+    return {key: value for key, value in section.items() if key not in ("correlation_eps", "transfer_eps")}
 
 
 def log_aggregate_run(tracking_file: Path, params: dict, metrics: dict, artifacts: dict[str, list[Path]]) -> str:
     """Log the one MLflow "aggregate" run; every MLflow call of this step lives here."""
-    import math
-
     from advseg.tracking import Tracking, job_run
 
     tracking = Tracking.load(tracking_file)
@@ -128,5 +141,5 @@ def log_aggregate_run(tracking_file: Path, params: dict, metrics: dict, artifact
         run.log_metrics({key: float(value) for key, value in metrics.items() if not math.isnan(float(value))})
         for folder, paths in artifacts.items():
             for path in paths:
-                run.log_artifact(path, artifact_path=folder)
+                run.log_artifact(path, artifact_path=folder or None)
         return run.run_id

@@ -33,12 +33,12 @@ def add_arguments(parser) -> None:
 def run(args) -> None:
     import numpy as np
 
-    from advseg import attacks, metrics
+    from advseg import attacks, metrics, records
     from advseg.checkpoints import load_model
     from advseg.config import Variant
     from advseg.datasets import open_fold
     from advseg.devices import claim_device, set_threads
-    from advseg.jobs import read_json, write_json, write_npz
+    from advseg.jobs import read_json, write_json
     from advseg.losses import get_loss
     from advseg.models import as_model_input_array
     from advseg.settings import from_mapping
@@ -56,7 +56,9 @@ def run(args) -> None:
                                  "class_names"))
     tracking = Tracking.load(args.tracking)
     model, _ = load_model(args.model, card["arch"], card["encoder"])
-    images, masks = open_fold(args.data, args.fold).val_slices()
+    fold = open_fold(args.data, args.fold)
+    images, masks = fold.val_slices()
+    units = fold.val_units()
     class_names = list(card["class_names"])
     set_threads(args.threads)
 
@@ -78,18 +80,19 @@ def run(args) -> None:
         adv_scores = metrics.slice_scores(adv_pred, masks)
         scores = {**identity, "attack": settings.method, "attack_loss": args.loss, **variant.__dict__,
                   "variant": variant.label, "eps": eps, "method_settings": method_settings,
-                  **metrics.compare_scores(clean_scores, adv_scores, class_names),
+                  "unit": fold.data.unit, **metrics.compare_scores(clean_scores, adv_scores, class_names, units),
                   **attacks.perturbation_size(np.asarray(images), adv_inputs), "loss_history": list(result.loss_history)}
-        write_npz(args.out_dir / f"eps_{label}.slices.npz", metrics.slice_arrays(clean_scores, adv_scores, class_names))
-        _write_example(args.out_dir / f"eps_{label}.example.npz", card["model"], eps, class_names, example_index,
-                       images, masks, clean_pred, adv_inputs, adv_pred)
+        records.write_slice_scores(args.out_dir / f"eps_{label}.slices.npz", clean_scores, adv_scores, class_names,
+                                   units, fold.data.unit)
+        records.write_example(args.out_dir / f"eps_{label}.example.npz", card["model"], eps, class_names,
+                              example_index, images, masks, clean_pred, adv_inputs, adv_pred)
         write_json(args.out_dir / f"eps_{label}.json", scores)
         with job_run(tracking, f"{card['model']} {settings.method} {variant.label} {args.loss} eps={label}",
                      {**run_tags, "eps": label}, parent_run_id=card["mlflow_run_id"]) as run:
             run.log_params({**identity, **variant.__dict__, "attack": settings.method, "attack_loss": args.loss,
                             "eps": eps, **method_settings})
             run.log_flat_metrics("", {key: value for key, value in scores.items()
-                                      if key not in ("params", "eps", "fold", "seed", "loss_history")})
+                                      if key not in ("params", "eps", "fold", "seed", "loss_history", "unit")})
             for step, value in enumerate(result.loss_history, start=1):
                 run.log_metrics({"attack_objective": value}, step=step)
             run.log_artifact(args.out_dir / f"eps_{label}.json")
@@ -110,19 +113,6 @@ def _parse_eps(label: str) -> float:
     return eps
 
 
-def _write_example(path: Path, model: str, eps: float, class_names, index: int, images, masks, clean_pred,
-                   adv_inputs, adv_pred) -> None:
-    """The validation slice with the most labelled tissue, before and after the attack."""
-    import numpy as np
-
-    from advseg.jobs import write_npz
-
-    write_npz(path, {"image": np.asarray(images[index]), "truth": np.asarray(masks[index]),
-                     "clean_pred": clean_pred[index], "adv_image": adv_inputs[index].mean(0),
-                     "adv_pred": adv_pred[index], "class_names": np.array(class_names), "eps": np.float64(eps),
-                     "model": np.array(model), "index": np.int64(index)})
-
-
 def _write_transfer(path: Path, identity: dict, settings, variant, loss: str, eps: float, inputs,
                     adv_inputs) -> None:
     """The perturbation at the transfer eps: int8 signs for standard FGSM, else float16 deltas.
@@ -133,7 +123,7 @@ def _write_transfer(path: Path, identity: dict, settings, variant, loss: str, ep
     """
     import numpy as np
 
-    from advseg.jobs import write_npz
+    from advseg.records import write_perturbation
 
     delta = adv_inputs - inputs
     if settings.input == "grey":
@@ -142,8 +132,6 @@ def _write_transfer(path: Path, identity: dict, settings, variant, loss: str, ep
         stored, scale = np.sign(delta).astype(np.int8), eps
     else:
         stored, scale = delta.astype(np.float16), 1.0
-    write_npz(path, {"delta": stored, "scale": np.float64(scale), "input": np.array(settings.input),
-                     "source": np.array(identity["model"]), "fold": np.int64(identity["fold"]),
-                     "seed": np.int64(identity["seed"]), "attack": np.array(settings.method),
-                     "attack_loss": np.array(loss), "variant": np.array(variant.label),
-                     "eps": np.float64(eps)})
+    write_perturbation(path, stored, scale, settings.input,
+                       {"source": identity["model"], "attack": settings.method, "attack_loss": loss,
+                        "variant": variant.label, "eps": eps, "fold": identity["fold"], "seed": identity["seed"]})

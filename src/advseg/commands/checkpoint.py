@@ -65,13 +65,15 @@ def run(args) -> None:
     images, masks = data.val_slices()
     set_threads(args.threads)
     with claim_device() as device:
-        scores = summarize(predict_masks(model.to(device), images, args.batch_size, device), masks, class_names)
+        scores = summarize(predict_masks(model.to(device), images, args.batch_size, device), masks, class_names,
+                           data.val_units())
     card = {"model": args.name, "arch": arch, "encoder": encoder, "params": count_parameters(model),
             "in_channels": input_channels(model),
             "fold": args.fold, "seed": args.seed, "dataset": str(args.data), "class_names": class_names,
             "image_size": int(data.image_size),
-            **{f"clean_{key}": value for key, value in scores.items() if not key.startswith("n_images")},
-            "n_images": scores["n_images"], "n_images_study": scores["n_images_study"], **provenance,
+            **{f"clean_{key}": value for key, value in scores.items() if not key.startswith("n_")},
+            "n_images": scores["n_images"], "n_images_study": scores["n_images_study"], "n_units": scores["n_units"],
+            "unit": data.data.unit, **provenance,
             "weights": str(args.model_out)}
     tags = {"stage": "train" if history else "import", "model": args.name, "arch": arch, "encoder": encoder,
             "fold": str(args.fold), "seed": str(args.seed), "checkpoint": str(args.model_out)}

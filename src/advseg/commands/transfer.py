@@ -18,6 +18,8 @@ from advseg.commands import add_compute_arguments, add_data_arguments, add_model
 
 log = logging.getLogger(__name__)
 IDENTITY = ("source", "attack", "attack_loss", "variant", "eps", "fold", "seed")
+# means over the held-out units, as in the attack results
+SCORES = ("clean_dice", "adv_dice", "diff", "clean_dice_study", "adv_dice_study", "diff_dice_study", "n_units")
 
 
 def add_arguments(parser) -> None:
@@ -38,16 +40,19 @@ def run(args) -> None:
     from advseg.devices import claim_device, set_threads
     from advseg.inference import predict_masks
     from advseg.jobs import read_file_list, read_json, write_json
-    from advseg.metrics import relative_drop, slice_scores, summarize_scores
+    from advseg.metrics import compare_scores, slice_scores
+    from advseg.records import read_perturbation
 
     card = read_json(args.card, ("arch", "encoder", "model", "fold", "seed", "class_names"))
     perturbations = {}
     for path in read_file_list(args.perturbation_list):
-        perturbation = _load_perturbation(path, card["fold"])
+        perturbation = read_perturbation(path, card["fold"])
         if perturbation["source"] != card["model"]:  # its own are white-box, in the attack results
             perturbations[path] = perturbation
     model, _ = load_model(args.model, card["arch"], card["encoder"])
-    images, masks = open_fold(args.data, args.fold).val_slices()
+    fold = open_fold(args.data, args.fold)
+    images, masks = fold.val_slices()
+    units = fold.val_units()
     images = np.asarray(images, dtype=np.float32)
     for path, perturbation in perturbations.items():
         if perturbation["delta"].shape[0] != len(images) or perturbation["delta"].shape[-2:] != images.shape[-2:]:
@@ -58,21 +63,17 @@ def run(args) -> None:
     rows = []
     with claim_device() as device:
         model.to(device)
-        clean = summarize_scores(slice_scores(predict_masks(model, images, args.batch_size, device), masks),
-                                       class_names)
+        clean = slice_scores(predict_masks(model, images, args.batch_size, device), masks)
         for perturbation in perturbations.values():
             adv_inputs = replay(images, perturbation)
-            adv = summarize_scores(slice_scores(
-                predict_masks(model, adv_inputs, args.batch_size, device, model_input=True), masks), class_names)
+            adv = slice_scores(predict_masks(model, adv_inputs, args.batch_size, device, model_input=True), masks)
+            scores = compare_scores(clean, adv, class_names, units)
             rows.append({"source_model": perturbation["source"], "target_model": card["model"],
                          **{key: perturbation[key] for key in IDENTITY if key != "source"},
-                         "clean_dice": clean["dice"], "adv_dice": adv["dice"],
-                         "diff": relative_drop(clean["dice"], adv["dice"]),
-                         "clean_dice_study": clean["dice_study"], "adv_dice_study": adv["dice_study"],
-                         "diff_dice_study": relative_drop(clean["dice_study"], adv["dice_study"])})
+                         **{key: scores[key] for key in SCORES}})
             log.info("%s -> %s (%s %s eps=%g): dice %.4f -> %.4f", perturbation["source"], card["model"],
-                     perturbation["attack"], perturbation["attack_loss"], perturbation["eps"], clean["dice"],
-                     adv["dice"])
+                     perturbation["attack"], perturbation["attack_loss"], perturbation["eps"], scores["clean_dice"],
+                     scores["adv_dice"])
     write_json(args.out, rows)
 
 
@@ -86,13 +87,3 @@ def replay(images, perturbation: dict):
     if perturbation["input"] == "grey":
         delta = as_model_input_array(delta)
     return np.clip(as_model_input_array(images) + delta, 0.0, 1.0)
-
-
-def _load_perturbation(path: Path, fold: int) -> dict:
-    from advseg.jobs import read_npz
-
-    loaded = read_npz(path, ("delta", "scale", "input", *IDENTITY), "'advseg attack'")
-    loaded = {key: value if key == "delta" else value.item() for key, value in loaded.items()}
-    if loaded["fold"] != fold:
-        raise ValueError(f"{path}: made on fold {loaded['fold']}, not on the target's fold {fold}")
-    return loaded

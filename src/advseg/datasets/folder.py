@@ -173,4 +173,5 @@ def prepare(image_size: int, root: str | Path | None = None, classes=(), mask_fo
         image, mask = resize_slices(pixels[None], mask[None], image_size)
         prepared_images[index], prepared_masks[index] = scale_by_max(image)[0], mask[0]
     return SliceDataset(images=prepared_images, masks=prepared_masks, groups=groups, volumes=groups.copy(),
-                        positions=positions, class_names=classes)
+                        positions=positions, class_names=classes,
+                        unit="group of images (data.folder.group_pattern)" if group_pattern else "image")

@@ -20,6 +20,8 @@ from advseg.datasets.slices import SliceDataset, resize_slices, scale_by_max
 from advseg.splits import slab_groups
 
 CLASS_NAMES = ("grey_matter", "white_matter", "other_brain")
+# One brain: its slabs are the only units there are, and they are not independent subjects.
+UNIT = "slab of the one MNI152 template brain"
 TEMPLATE = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
 
 
@@ -65,4 +67,4 @@ def prepare(image_size: int, slab_thickness: int = 8, min_brain_fraction: float 
     images, masks = resize_slices(scale_by_max(t1[positions]), masks[positions], image_size)
     return SliceDataset(images=images, masks=masks, groups=slab_groups(positions, slab_thickness),
                         volumes=np.zeros(len(positions), dtype=np.int64), positions=positions,
-                        class_names=CLASS_NAMES)
+                        class_names=CLASS_NAMES, unit=UNIT)

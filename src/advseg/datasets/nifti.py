@@ -166,4 +166,5 @@ def prepare(image_size: int, root: str | Path | None = None, pairs: str | Path |
         raise ValueError(f"{KEY}: no slice with a label in any volume (set keep_empty_slices: true to keep them)")
     return SliceDataset(images=np.concatenate(images), masks=np.concatenate(masks), groups=np.concatenate(groups),
                         volumes=np.concatenate(volume_ids), positions=np.concatenate(positions),
-                        class_names=classes)
+                        class_names=classes,
+                        unit="volume" if len(group_names) == len(volumes) else "group of volumes (the pairs CSV's group)")

@@ -34,14 +34,14 @@ import numpy as np
 from advseg.datasets.slices import SliceDataset
 from advseg.splits import FoldSplit, fold_split, inner_folds
 
-FORMAT = 1
+FORMAT = 2  # 2: records the unit of inference
 META = "prepared.json"
 ARRAYS = {"images": np.float32, "masks": np.uint8, "groups": np.int64, "volumes": np.int64,
           "positions": np.int64}
 INDEXES = ("train", "inner_val", "val")
 CHUNK_BYTES = 64 << 20  # how much is copied or hashed at once
 META_KEYS = ("format", "class_names", "image_size", "n_slices", "folds", "folds_to_run", "guard",
-             "arrays", "fingerprint", "fold_splits")
+             "arrays", "fingerprint", "fold_splits", "unit")
 
 
 def fold_directory(directory: Path, fold: int) -> Path:
@@ -113,12 +113,12 @@ def write_prepared(directory: Path, dataset: SliceDataset, *, folds: int, folds_
     return write_prepared_chunks(directory, _array_chunks(dataset.images, dataset.masks),
                                  groups=dataset.groups, volumes=dataset.volumes, positions=dataset.positions,
                                  class_names=dataset.class_names, image_size=dataset.image_size, folds=folds,
-                                 folds_to_run=folds_to_run, guard=guard, description=description)
+                                 folds_to_run=folds_to_run, guard=guard, unit=dataset.unit, description=description)
 
 
 def write_prepared_chunks(directory: Path, chunks: Iterable[tuple[np.ndarray, np.ndarray]], *,
                           groups: np.ndarray, volumes: np.ndarray, positions: np.ndarray,
-                          class_names, image_size: int, folds: int, folds_to_run, guard: int,
+                          class_names, image_size: int, folds: int, folds_to_run, guard: int, unit: str,
                           description: dict | None = None) -> dict:
     """Like :func:`write_prepared`, with the pixels given as (images, masks) chunks in row order.
 
@@ -132,7 +132,7 @@ def write_prepared_chunks(directory: Path, chunks: Iterable[tuple[np.ndarray, np
     n, size, classes = len(groups), int(image_size), len(class_names)
     # the checks of an in-memory dataset, on zero-stride stand-ins for the pixels
     SliceDataset(_shape_probe(n, size), _shape_probe(n, size, classes), groups, volumes, positions,
-                 tuple(class_names))
+                 tuple(class_names), unit)
     splits = {fold: fold_split(groups, volumes, positions, folds, fold, guard) for fold in folds_to_run}
     shapes = {"images": (n, size, size), "masks": (n, classes, size, size), "groups": (n,), "volumes": (n,),
               "positions": (n,)}
@@ -162,7 +162,7 @@ def write_prepared_chunks(directory: Path, chunks: Iterable[tuple[np.ndarray, np
             fold_splits[str(fold)] = {"fingerprint": _fold_fingerprint(fingerprint, folds, guard, split),
                                       **split.sizes()}
         meta = {"format": FORMAT, "class_names": list(class_names), "image_size": size, "n_slices": n,
-                "folds": folds, "folds_to_run": folds_to_run, "guard": guard,
+                "folds": folds, "folds_to_run": folds_to_run, "guard": guard, "unit": unit,
                 "inner_split": f"GroupKFold({inner_folds(folds)}) over the training groups, first split",
                 "arrays": arrays, "fingerprint": fingerprint, "fold_splits": fold_splits,
                 "description": description or {}}
@@ -326,6 +326,10 @@ class PreparedFold:
         rows = np.arange(len(self.val))
         return self.val_image_rows.read(rows), self.val_mask_rows.read(rows)
 
+    def val_units(self) -> np.ndarray:
+        """(n_val,) the unit (split group) of each held-out slice: the report aggregates by it."""
+        return self.data.groups[self.val]
+
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "inner_val": len(self.inner_val), "val": len(self.val)}
 
@@ -375,6 +379,11 @@ class PreparedData:
     @property
     def fingerprint(self) -> str:
         return self.meta["fingerprint"]
+
+    @property
+    def unit(self) -> str:
+        """What one split group is (case, subject, volume, slab): the unit of inference."""
+        return self.meta["unit"]
 
     @property
     def folds_to_run(self) -> list[int]:

@@ -5,6 +5,10 @@ as a prepared directory (:mod:`advseg.datasets.prepared`) that jobs open memory-
 Besides images and masks it records, per slice, what a split must keep together
 (``groups``), which scan it comes from (``volumes``) and where in that scan it lies
 (``positions``), so that splits and guard bands can be computed without the pixels.
+
+A split group is also the dataset's independent unit of inference (``unit`` names what it
+is: a case, a subject, a volume, a slab of the one template brain): the report aggregates
+scores per unit and resamples units, never slices.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ class SliceDataset:
     volumes: np.ndarray      # (N,) int: the scan a slice comes from
     positions: np.ndarray    # (N,) int: the slice's index within its scan
     class_names: tuple[str, ...]
+    unit: str                # what one group is, e.g. "case": the independent unit of inference
 
     def __post_init__(self):
         n = len(self.images)
+        if not self.unit:
+            raise ValueError("unit: name what one group of slices is (case, subject, volume, slab)")
         if self.images.ndim != 3 or self.images.shape[1] != self.images.shape[2]:
             raise ValueError(f"images of shape {self.images.shape}: expected (N, size, size)")
         if self.masks.shape != (n, len(self.class_names), *self.images.shape[1:]):

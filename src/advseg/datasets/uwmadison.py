@@ -218,4 +218,4 @@ def prepare(image_size: int, root: str | Path | None = None, rle_order: str = "r
                         groups=np.array([item.key[0] for item in slices], dtype=np.int64),
                         volumes=np.array([scan_index[item.key[:2]] for item in slices], dtype=np.int64),
                         positions=np.array([item.key[2] for item in slices], dtype=np.int64),
-                        class_names=CLASS_NAMES)
+                        class_names=CLASS_NAMES, unit="case")

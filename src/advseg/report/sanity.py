@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from advseg.summary import AttackRun, WORST, metric_columns
+from advseg.report.runs import WORST, AttackRun
+from advseg.report.units import metric_columns
 
 NEAR_ZERO = 0.1
 TOLERANCE = 1e-9

@@ -6,6 +6,7 @@ saving so a long report job does not accumulate open figures.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -16,68 +17,116 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from scipy import stats  # noqa: E402
 
-from advseg.jobs import read_npz  # noqa: E402
-from advseg.summary import WORST, AttackRun, atomic_output, format_params, metric_columns  # noqa: E402
+from advseg.jobs import atomic_file  # noqa: E402
+from advseg.records import read_example  # noqa: E402
+from advseg.report.markdown import format_params  # noqa: E402
+from advseg.report.runs import WORST, AttackRun  # noqa: E402
+from advseg.report.units import metric_columns  # noqa: E402
 
 DPI = 120
-EXAMPLE_KEYS = ("image", "truth", "clean_pred", "adv_image", "adv_pred", "class_names", "eps", "model")
-MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 LINESTYLES = ("-", "--", ":", "-.")
 # Class c is drawn in colour channel c (red, green, blue); further classes get other hues.
 CLASS_COLOURS = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], float)
 METRIC_LABELS = {"dice": "Dice (per class over slices with the class)", "dice_study": "study Dice (per slice)"}
 
 
-def plot_param_correlation(replicates: pd.DataFrame, correlations: pd.DataFrame, metric: str, eps: float,
-                           path: Path) -> None:
-    _save(correlation_figure(replicates, correlations, metric, eps), path)
+def plot_size(points: pd.DataFrame, table: pd.DataFrame, metric: str, eps: float, path: Path) -> None:
+    _save(size_figure(points, table, metric, eps), path, tight=False)
 
 
-def correlation_figure(replicates: pd.DataFrame, correlations: pd.DataFrame, metric: str, eps: float) -> plt.Figure:
-    """Attack success at ``eps`` against model size (left) and clean score (right), one point per model.
+def size_figure(points: pd.DataFrame, table: pd.DataFrame, metric: str, eps: float) -> plt.Figure:
+    """Attack success at ``eps`` against log model size: one panel per attack x loss (x variant).
 
-    Each series is one attack x loss x variant; its legend gives Pearson r and Spearman rho
-    with their bootstrap intervals over models.
+    Each model is a numbered point (the key below names it once), coloured by its clean score;
+    models left out for a low clean score are hollow. The line is the least-squares fit over
+    the kept models with its 95% confidence band; the title gives Spearman rho with its
+    interval, the adjusted p, n and the smallest |rho| detectable at this n.
     """
-    clean, _, diff = metric_columns(metric)
-    at_eps = replicates[np.isclose(replicates["eps"].astype(float), float(eps), rtol=1e-9, atol=1e-12)]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
-    for ax, x_name, x_column in ((axes[0], "params", "params"), (axes[1], "clean", f"{clean}_mean")):
-        stats = correlations[correlations["x"] == x_name]
-        for i, row in enumerate(stats.itertuples()):
-            group = at_eps[(at_eps["attack"] == row.attack) & (at_eps["attack_loss"] == row.attack_loss)
-                           & (at_eps["variant"] == row.variant)]
-            x = group[x_column].to_numpy(float) / (1e6 if x_name == "params" else 1.0)
-            y = group[f"{diff}_mean"].to_numpy(float)
-            points = ax.scatter(x, y, marker=MARKERS[i % len(MARKERS)], s=45, label=correlation_label(row))
-            for xi, yi, name in zip(x, y, group["model"]):
-                ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7,
-                            color=points.get_facecolor()[0])
-        ax.margins(x=0.12, y=0.1)
+    if table.empty:
+        return _empty_figure("no model was attacked at the correlation eps")
+    numbers = {model: i + 1 for i, model in enumerate(points.sort_values(["params", "model"])["model"].unique())}
+    several_variants = table["variant"].nunique() > 1
+    columns = min(3, len(table))
+    rows = int(np.ceil(len(table) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(4.8 * columns, 4.0 * rows + 1.2 + 0.18 * len(numbers) / 3),
+                             squeeze=False, sharey=True)
+    norm = plt.Normalize(float(points["clean"].min()), float(max(points["clean"].max(), points["clean"].min() + 1e-9)))
+    shown = None
+    for ax, row in zip(axes.ravel(), table.itertuples()):
+        panel = points[(points["attack"] == row.attack) & (points["attack_loss"] == row.attack_loss)
+                       & (points["variant"] == row.variant)]
+        kept, left_out = panel[panel["kept"]], panel[~panel["kept"]]
+        shown = ax.scatter(kept["params"] / 1e6, kept["success"], c=kept["clean"], cmap="viridis", norm=norm, s=40,
+                           edgecolors="black", linewidths=0.4, zorder=3)
+        ax.scatter(left_out["params"] / 1e6, left_out["success"], facecolors="none", edgecolors="grey", s=40,
+                   zorder=3, label="left out (clean score below the floor)" if len(left_out) else None)
+        for _, point in panel.iterrows():
+            ax.annotate(str(numbers[point["model"]]), (point["params"] / 1e6, point["success"]),
+                        textcoords="offset points", xytext=(3, 3), fontsize=7)
+        _fit_band(ax, kept["log10_params"].to_numpy(float), kept["success"].to_numpy(float))
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
-        ax.set_ylabel(f"attack success: (clean − adv) / clean, {metric}")
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
-    axes[0].set_xscale("log")
-    plain = FuncFormatter(lambda value, _: f"{value:g}")
-    axes[0].xaxis.set_major_formatter(plain)
-    axes[0].xaxis.set_minor_formatter(plain)
-    axes[0].set_xlabel("trainable parameters (millions, log scale)")
-    axes[1].set_xlabel(f"clean score ({metric})")
-    fig.suptitle(f"Attack success at eps = {eps:g} vs model size and clean score (one point per model, "
-                 "mean over replicates; 95% bootstrap CIs over models)", fontsize=10)
+        ax.set_xlabel("trainable parameters (millions, log scale)", fontsize=8)
+        label = f"{row.attack}/{row.attack_loss}" + (f" ({row.variant})" if several_variants else "")
+        ax.set_title(f"{label}\nρ = {_interval(row.spearman, row.spearman_ci_low, row.spearman_ci_high)}, "
+                     f"p adj. = {_p(row.spearman_p_adjusted)}, n = {int(row.n_models)}\n"
+                     f"detectable |ρ| (80% power) = {_p(row.detectable_rho)}", fontsize=8)
+        if len(left_out):
+            ax.legend(fontsize=6, loc="best")
+    for ax in axes.ravel()[len(table):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"attack success (clean − adv) / clean, {metric}", fontsize=8)
+    if shown is not None:
+        fig.colorbar(shown, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02, label=f"clean score ({metric})")
+    key = "   ".join(f"{n} {model} ({format_params(points.loc[points['model'] == model, 'params'].iloc[0])})"
+                     for model, n in numbers.items())
+    fig.text(0.02, 0.01, "\n".join(textwrap.wrap(key, 170)), fontsize=7, va="bottom")
+    fig.suptitle(f"Attack success at eps = {eps:g} vs model size (one point per model, mean over replicates; "
+                 "line: least-squares fit with 95% band)", fontsize=10)
+    fig.subplots_adjust(left=0.07, right=0.86, top=1 - 0.9 / fig.get_figheight(),
+                        bottom=(0.9 + 0.14 * len(numbers) / 3) / fig.get_figheight(), hspace=0.55, wspace=0.12)
     return fig
 
 
-def correlation_label(row) -> str:
-    """'pgd/bce (standard): r=0.12 [-0.50, 0.70], ρ=... n=6' for one row of the correlation table."""
-    def interval(value, low, high):
-        return "n/a" if pd.isna(value) else f"{value:.2f} [{low:.2f}, {high:.2f}]"
+def _fit_band(ax, x: np.ndarray, y: np.ndarray) -> None:
+    """Least-squares line of y on x (log10 params) with its 95% confidence band, drawn in params."""
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if x.size < 3 or np.ptp(x) == 0:
+        return
+    slope, intercept = np.polyfit(x, y, 1)
+    grid = np.linspace(x.min(), x.max(), 50)
+    fitted = intercept + slope * grid
+    residual = y - (intercept + slope * x)
+    spread = np.sqrt(residual @ residual / (x.size - 2))
+    half = stats.t.ppf(0.975, x.size - 2) * spread * np.sqrt(1 / x.size + (grid - x.mean()) ** 2
+                                                              / ((x - x.mean()) ** 2).sum())
+    ax.plot(10 ** grid / 1e6, fitted, color="black", linewidth=1)
+    ax.fill_between(10 ** grid / 1e6, fitted - half, fitted + half, color="grey", alpha=0.25, linewidth=0)
 
-    return (f"{row.attack}/{row.attack_loss} ({row.variant}): "
-            f"r={interval(row.pearson_r, row.pearson_ci_low, row.pearson_ci_high)}, "
-            f"ρ={interval(row.spearman_rho, row.spearman_ci_low, row.spearman_ci_high)}, n={int(row.n_models)}")
+
+def _interval(value, low, high) -> str:
+    if pd.isna(value):
+        return "n/a"
+    return f"{value:.2f} [{low:.2f}, {high:.2f}]" if not pd.isna(low) else f"{value:.2f}"
+
+
+def _p(value) -> str:
+    return "n/a" if pd.isna(value) else f"{value:.2g}"
+
+
+def _empty_figure(text: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6, 2.5))
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    ax.set_axis_off()
+    return fig
 
 
 def plot_dice_vs_eps(replicates: pd.DataFrame, metric: str, path: Path) -> None:
@@ -120,14 +169,16 @@ def dice_vs_eps_figure(replicates: pd.DataFrame, metric: str) -> plt.Figure:
             ax.fill_between(eps, low, high, color=colour, alpha=0.15, linewidth=0)
         ax.set_title(f"{model} ({format_params(runs['params'].iloc[0])})", fontsize=9)
         ax.set_xlabel("eps (L∞; 0 = clean)")
-        ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=6, loc="best")
     for ax in axes.ravel()[len(models):]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel(f"attacked {METRIC_LABELS[metric]}", fontsize=8)
-    fig.suptitle("Score under attack vs eps (mean over replicates, 95% bootstrap CI over slices)", fontsize=10)
+    plotted = replicates[[f"{clean}_mean", f"{adv}_mean", f"{adv}_ci_high"]].to_numpy(float)
+    axes[0, 0].set_ylim(0, min(1.0, float(np.nanmax(plotted, initial=0.0))) * 1.05 + 0.01)  # every clean point shows
+    fig.suptitle("Score under attack vs eps (mean over replicates; band: 95% hierarchical bootstrap over units)",
+                 fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -144,10 +195,7 @@ def loss_curve_figure(runs: list[AttackRun]) -> plt.Figure:
     """
     iterative = [r for r in runs if len(r.loss_history) > 0]
     if not iterative:
-        fig, ax = plt.subplots(figsize=(6, 2.5))
-        ax.text(0.5, 0.5, "no iterative attack ran: no per-step loss to show", ha="center", va="center")
-        ax.set_axis_off()
-        return fig
+        return _empty_figure("no iterative attack ran: no per-step loss to show")
     first = min(iterative, key=lambda r: (r.info["params"], r.info["model"], r.info["seed"], r.info["fold"]))
     chosen = [r for r in iterative if (r.info["model"], r.info["seed"], r.info["fold"])
               == (first.info["model"], first.info["seed"], first.info["fold"])]
@@ -191,10 +239,7 @@ def transfer_figure(transfer: pd.DataFrame, metric: str) -> plt.Figure:
     """Heat-maps of attacked score, rows = source of the perturbation, columns = attacked model."""
     matrices = transfer_matrices(transfer, metric)
     if not matrices:
-        fig, ax = plt.subplots(figsize=(6, 2.5))
-        ax.text(0.5, 0.5, "no transfer results", ha="center", va="center")
-        ax.set_axis_off()
-        return fig
+        return _empty_figure("no transfer results")
     size = max(len(m.columns) for m in matrices.values())
     fig, axes = plt.subplots(1, len(matrices), figsize=((1.2 * size + 2.5) * len(matrices), 1.0 * size + 2.5),
                              squeeze=False)
@@ -221,7 +266,7 @@ def load_examples(examples: dict[str, Path]) -> dict[str, dict]:
     """The example .npz files of 'advseg attack' (label -> file), read before any output is written."""
     if not examples:
         raise ValueError("an example grid needs at least one example .npz")
-    return {label: _load_example(npz) for label, npz in examples.items()}
+    return {label: read_example(npz) for label, npz in examples.items()}
 
 
 def plot_example_grid(loaded: dict[str, dict], path: Path) -> None:
@@ -259,19 +304,12 @@ def mask_overlay(masks: np.ndarray) -> np.ndarray:
     return np.clip(np.einsum("chw,ck->hwk", masks, colours), 0.0, 1.0)
 
 
-def _load_example(path: Path) -> dict:
-    data = read_npz(path, EXAMPLE_KEYS, "'advseg attack'")
-    data["class_names"] = [str(name) for name in data["class_names"]]
-    data["model"] = str(data["model"])
-    return data
-
-
 def _save(fig: plt.Figure, path: Path, tight: bool = True) -> None:
     """Write the figure whole or not at all, and close it. ``tight=False`` for a figure laid out
     already: a tight bounding box draws the figure twice."""
     try:
-        with atomic_output(Path(path)) as temporary:
-            fig.savefig(temporary, dpi=DPI, bbox_inches="tight" if tight else None,
+        with atomic_file(Path(path), "wb") as handle:
+            fig.savefig(handle, dpi=DPI, bbox_inches="tight" if tight else None,
                         format=Path(path).suffix.lstrip(".") or "png")
     finally:
         plt.close(fig)
