@@ -29,12 +29,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from advseg.jobs import PARTIAL_PREFIX
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SIZE = 32
 EPSILONS = ["0.01", "0.05"]
 DATA_SETTINGS = {"name": "mni152", "image_size": SIZE, "folds": 10, "folds_to_run": [0], "guard": 2}
-TRAINING = {"epochs": 1, "batch_size": 16, "amp": False, "augment": False, "seed": 0}
+TRAINING = {"epochs": 1, "batch_size": 16, "amp": False, "augment": False}
 ATTACK = {"method": "fgsm", "step": "standard", "loss_argument_order": "standard", "input": "grey"}
 TABLES = ("attack_summary.csv", "attack_summary_replicates.csv", "attack_losses.md", "attack_losses.csv",
           "ablation.md", "correlation.csv", "transfer.csv", "sanity.md", "sanity.csv")
@@ -265,6 +267,11 @@ def assert_one_line_error(result, step: str, *names: str) -> str:
     for name in names:
         assert str(name) in errors[0], (name, errors[0])
     return errors[0]
+
+
+def is_partial(name: str) -> bool:
+    """A temporary file of advseg.jobs.atomic_path, left by a killed job."""
+    return Path(name).name.startswith(PARTIAL_PREFIX)
 
 
 def files_under(directory: Path) -> list[str]:
@@ -557,7 +564,7 @@ def test_full_disk_during_attack(advseg, base, tmp_path):
     failed = Path(re.search(r"error: (\S+): No space", line)[1])
     left = json.loads(result.stdout.strip().splitlines()[-1])
     assert all(left.values()), f"every file left opens whole: {left}"
-    assert not [name for name in left if name.endswith(".tmp")], left
+    assert not [name for name in left if is_partial(name)], left
     assert str(failed.relative_to(results)) not in left, "the file being written is not left under its name"
 
 
@@ -623,7 +630,7 @@ def test_kill_during_attack_then_rerun(advseg, base, tmp_path):
     argv = attack_args(base, out)
     killed = advseg(*argv, kill_at={"suffix": f"eps_{EPSILONS[1]}.slices.npz"})
     assert killed.returncode == -signal.SIGKILL, killed
-    done = [name for name in files_under(out) if not name.endswith(".tmp")]
+    done = [name for name in files_under(out) if not is_partial(name)]
     assert done == [f"eps_{EPSILONS[0]}.{kind}" for kind in ("example.npz", "json", "slices.npz")], done
     assert same_json(out / f"eps_{EPSILONS[0]}.json", base / f"attack/bce/eps_{EPSILONS[0]}.json")
     assert advseg(*argv).returncode == 0
