@@ -3,7 +3,7 @@
 All four share one L∞ loop (:func:`attack_sweep`): it owns eval mode, the device, the
 [0, 1] intensity clamp, the projection onto the eps-ball, random starts, restarts and the
 choice of the iterate kept per image. A method contributes only its objective (the
-per-image loss whose input gradient is followed) and its defaults. FGSM is PGD's one-step
+per-image loss whose input gradient is followed). FGSM is PGD's one-step
 case (no random start, alpha = eps); because its gradient does not depend on eps, an eps
 sweep takes it once per batch (one backward, E forwards).
 
@@ -25,23 +25,22 @@ batch size.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advseg.config import METHODS, VARIANT_CHOICES, Variant
+from advseg import settings as config_schema
+from advseg.config import METHODS, VARIANT_CHOICES, Variant, check_variant
 from advseg.inference import batch_slices
 from advseg.losses import PerImageLoss, get_loss
 from advseg.models import IN_CHANNELS, as_model_input
 
-STEPS = VARIANT_CHOICES["step"]
-LOSS_ARGUMENT_ORDERS = VARIANT_CHOICES["loss_argument_order"]
-INPUTS = VARIANT_CHOICES["input"]
+# FGSM is PGD's one-step case: one step of size eps from the clean image
+FGSM_AS_PGD = {"steps": 1, "alpha": 1.0, "random_start": False, "restarts": 1}
 # The study called BCE the right way round (BCEWithLogitsLoss()(logits, mask)) and swapped
 # the arguments of its training loss only; loss_argument_order=study swaps every other name.
 STANDARD_ORDER_LOSSES = ("bce",)
@@ -54,63 +53,54 @@ StepCallback = Callable[[float, int, float], None]
 
 @dataclass(frozen=True)
 class AttackSettings:
-    """One attack configuration (config keys ``attack.<method>.*``, ``attack.step|loss_argument_order|input``).
+    """One attack job's configuration: ``attack.method``, its ``attack.<method>`` settings and the
+    variant (``attack.step|loss_argument_order|input``, one value each); the schema gives the defaults.
 
     ``alpha`` is the step size as a fraction of eps: 0.25 with 10 steps is 2.5·eps/steps, the
-    usual PGD choice that lets a pixel cross the ball and back. FGSM ignores steps, alpha,
-    random_start and restarts (it is one step of size eps from the clean image); restarts
-    repeat only with a random start (without one they would be identical).
+    usual PGD choice that lets a pixel cross the ball and back. FGSM has no settings (it is one
+    step of size eps from the clean image); restarts repeat only with a random start (without
+    one they would be identical).
     """
 
-    method: str = "fgsm"
-    steps: int = 10
-    alpha: float = 0.25
-    random_start: bool = True
-    restarts: int = 1
-    step: str = "standard"
-    loss_argument_order: str = "standard"
-    input: str = "grey"
+    method: str
+    steps: int
+    alpha: float
+    random_start: bool
+    restarts: int
+    step: str
+    loss_argument_order: str
+    input: str
+
+    @classmethod
+    def from_section(cls, attack: Mapping[str, Any] | str) -> "AttackSettings":
+        """From (part of) an attack section naming its ``method``, e.g. ``{"method": "pgd", "pgd":
+        {"steps": 20}}`` (or its JSON text); what it leaves out comes from the schema."""
+        attack = config_schema.fill("attack", attack)
+        if "method" not in attack:
+            raise ValueError("attack.method: one attack job's settings name its method")
+        options = FGSM_AS_PGD if attack["method"] == "fgsm" else attack[attack["method"]]
+        return cls(method=attack["method"], **options, **{key: attack[key] for key in VARIANT_CHOICES}).validate()
+
+    def as_section(self) -> dict[str, Any]:
+        """The attack section these settings come from (the inverse of :meth:`from_section`)."""
+        options = {self.method: {key: getattr(self, key) for key in FGSM_AS_PGD}} \
+            if self.method in METHODS and self.method != "fgsm" else {}
+        return {"method": self.method, **options, **{key: getattr(self, key) for key in VARIANT_CHOICES}}
 
     def validate(self) -> "AttackSettings":
         """Raise a ValueError naming the config key of the first bad value; return self."""
-        if self.method not in METHODS:
-            raise ValueError(f"attack.methods: unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
-        key = f"attack.{self.method}"
-        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) or self.steps < 1:
-            raise ValueError(f"{key}.steps: {self.steps!r} must be an integer >= 1")
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) \
-                or not math.isfinite(self.alpha) or self.alpha <= 0:
-            raise ValueError(f"{key}.alpha: {self.alpha!r} must be a number > 0 (a fraction of eps)")
-        if not isinstance(self.random_start, (bool, np.bool_)):
-            raise ValueError(f"{key}.random_start: {self.random_start!r} must be true or false")
-        if isinstance(self.restarts, bool) or not isinstance(self.restarts, (int, np.integer)) or self.restarts < 1:
-            raise ValueError(f"{key}.restarts: {self.restarts!r} must be an integer >= 1")
-        for name, value, choices in (("step", self.step, STEPS),
-                                     ("loss_argument_order", self.loss_argument_order, LOSS_ARGUMENT_ORDERS),
-                                     ("input", self.input, INPUTS)):
-            if value not in choices:
-                raise ValueError(f"attack.{name}: unknown value {value!r}; choose one of: {', '.join(choices)}")
+        section = self.as_section()
+        config_schema.fill("attack", section)
+        check_variant(section)
         if self.step == "study" and self.method != "fgsm":
             raise ValueError(f"attack.step: 'study' ((1 - eps)·x + eps·sign(g)) is defined for fgsm only, "
                              f"not for {self.method}")
         return self
 
-    @classmethod
-    def from_config(cls, method: str, options: Mapping | None = None, **variant) -> "AttackSettings":
-        """Settings from a config's ``attack.<method>`` mapping plus variant keys (step, loss_argument_order,
-        input); unknown keys are an error naming them. The result is validated."""
-        options = dict(options or {})
-        allowed = ("steps", "alpha", "random_start", "restarts")
-        unknown = sorted(set(options) - set(allowed))
-        if unknown:
-            raise ValueError(f"attack.{method}: unknown option(s) {', '.join(unknown)}; "
-                             f"choose from: {', '.join(allowed)}")
-        return cls(method=method, **options, **variant).validate()
-
     def effective(self) -> "AttackSettings":
         """What actually runs: FGSM as 1 step of alpha 1 (= eps) without random start; 1 restart without one."""
         if self.method == "fgsm":
-            return replace(self, steps=1, alpha=1.0, random_start=False, restarts=1)
+            return replace(self, **FGSM_AS_PGD)
         if not self.random_start:
             return replace(self, restarts=1)
         return self
@@ -123,7 +113,7 @@ class AttackSettings:
     def method_settings(self) -> dict:
         """The effective hyper-parameters, for the attack job's JSON (``method_settings``)."""
         effective = asdict(self.effective())
-        return {key: effective[key] for key in ("steps", "alpha", "random_start", "restarts")}
+        return {key: effective[key] for key in FGSM_AS_PGD}
 
 
 @dataclass
@@ -226,19 +216,6 @@ def project(candidate: torch.Tensor, images: torch.Tensor, eps: float) -> torch.
     """Into the L∞ ball of radius eps around images, then into [0, 1]. Clamping to x ± eps (rather
     than clamping delta and adding it back) keeps a step of exactly eps bit-identical to FGSM."""
     return torch.minimum(torch.maximum(candidate, images - eps), images + eps).clamp(0.0, 1.0)
-
-
-def gradient_sign(model: nn.Module, images: torch.Tensor, masks: torch.Tensor,
-                  loss: PerImageLoss) -> tuple[torch.Tensor, torch.Tensor]:
-    """sign(d loss / d image) per pixel of the grey slice, and the clean logits.
-
-    The batch loss is the sum of per-image losses, so each image's sign is that of its
-    own loss. The model's parameter gradients are left untouched.
-    """
-    images = images.detach().clone().requires_grad_(True)
-    logits = model(as_model_input(images))
-    (grad,) = torch.autograd.grad(loss(logits, masks).sum(), images)
-    return grad.sign().to(torch.int8), logits.detach()
 
 
 def image_dice(pred: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,8 @@ def add_arguments(parser) -> None:
     add_compute_arguments(parser)
     parser.add_argument("--loss", required=True, help="attack loss, a name from advseg.losses")
     parser.add_argument("--settings", required=True,
-                        help="method, its settings and the variant (step, loss_argument_order, input), as JSON")
+                        help="the job's part of the attack section as JSON: method, attack.<method> and the variant "
+                             "(step, loss_argument_order, input); what it leaves out comes from the schema")
     parser.add_argument("--epsilons", nargs="+", required=True, help="L-inf sizes in [0, 1], as in file names")
     parser.add_argument("--transfer-eps", required=True, help="eps whose perturbation is kept for transfer")
     parser.add_argument("--out-dir", type=Path, required=True,
@@ -41,11 +42,9 @@ def run(args) -> None:
     from advseg.jobs import read_json, write_json, write_npz
     from advseg.losses import get_loss
     from advseg.models import as_model_input_array
-    from advseg.settings import from_mapping
     from advseg.tracking import Tracking, job_run
 
-    settings = from_mapping(attacks.AttackSettings, args.settings, "attack")
-    settings.validate()
+    settings = attacks.AttackSettings.from_section(args.settings)
     variant = Variant(settings.step, settings.loss_argument_order, settings.input)  # the label and its parts
     method_settings = settings.method_settings()
     get_loss(args.loss)
