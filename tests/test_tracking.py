@@ -132,9 +132,9 @@ def server(booting_server):
 @pytest.fixture(autouse=True)
 def fresh_process_state():
     """Each test starts as a new job would: no store remembered as unreachable."""
-    import advseg.tracking
+    from advseg.tracking import store
 
-    advseg.tracking._unreachable.clear()
+    store._unreachable.clear()
 
 
 def runs_of(uri: str, experiment_id: str) -> list:
