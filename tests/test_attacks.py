@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advseg.attacks import (FGSM_AS_PGD, METHODS, AttackSettings, attack_sweep, cospgd_objective, cospgd_weights,
-                            fgsm, image_dice, perturbation_size, segpgd_lambda, segpgd_objective, study_step)
+from advseg.attacks import (FGSM_AS_PGD, METHODS, AttackSettings, attack_sweep, fgsm, image_dice, perturbation_size,
+                            study_step)
 from advseg.losses import get_loss
 from advseg.models import build_model
+from advseg.objectives import cospgd_objective, cospgd_weights, segpgd_lambda, segpgd_objective
 from advseg.settings import default
 
 torch.set_num_threads(1)

@@ -3,15 +3,9 @@
 All four share one L∞ loop (:func:`attack_sweep`): it owns eval mode, the device, the
 [0, 1] intensity clamp, the projection onto the eps-ball, random starts, restarts and the
 choice of the iterate kept per image. A method contributes only its objective (the
-per-image loss whose input gradient is followed). FGSM is PGD's one-step
-case (no random start, alpha = eps); because its gradient does not depend on eps, an eps
-sweep takes it once per batch (one backward, E forwards).
-
-Sigmoid (multi-label) adaptation of SegPGD and CosPGD, which were published for softmax
-models: every (class, pixel) is its own binary decision with p = sigmoid(z), prediction
-1[z > 0], correctness m = 1[prediction == y] and base loss the element-wise
-BCE-with-logits. These two methods always use that BCE, whatever the attack loss name;
-the name matters for ``fgsm`` and ``pgd``.
+per-image loss whose input gradient is followed, :mod:`advseg.objectives`). FGSM is PGD's
+one-step case (no random start, alpha = eps); because its gradient does not depend on eps,
+an eps sweep takes it once per batch (one backward, E forwards).
 
 Kept iterate: per image, among the iterates after each step of every restart, the one
 whose thresholded prediction has the lowest Dice (mean over classes, smoothing 1e-5 as in
@@ -30,24 +24,17 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from advseg import settings as config_schema
 from advseg.config import METHODS, VARIANT_CHOICES, Variant, check_variant
 from advseg.inference import batch_slices
-from advseg.losses import PerImageLoss, get_loss
 from advseg.models import IN_CHANNELS, as_model_input
+from advseg.objectives import attack_objective
 
 # FGSM is PGD's one-step case: one step of size eps from the clean image
 FGSM_AS_PGD = {"steps": 1, "alpha": 1.0, "random_start": False, "restarts": 1}
-# The study called BCE the right way round (BCEWithLogitsLoss()(logits, mask)) and swapped
-# the arguments of its training loss only; loss_argument_order=study swaps every other name.
-STANDARD_ORDER_LOSSES = ("bce",)
 DICE_SMOOTHING = 1e-5
-
-# objective(logits, masks, step, steps) -> (N,) per-image loss; step counts from 1
-Objective = Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor]
 StepCallback = Callable[[float, int, float], None]
 
 
@@ -135,69 +122,6 @@ class SweepResult:
     loss_history: list[float]
 
 
-# --- per-method objectives ---------------------------------------------------------------
-
-
-def named_loss_objective(loss_name: str, loss_argument_order: str = "standard") -> Objective:
-    """The attack loss by name (fgsm, pgd); with order ``study`` a training loss is called
-    ``loss(mask, logits)`` as the reference code did (sigmoid on the mask, logits as target)."""
-    loss: PerImageLoss = get_loss(loss_name)
-    swapped = loss_argument_order == "study" and loss_name not in STANDARD_ORDER_LOSSES
-
-    def objective(logits, masks, step, steps):
-        if swapped:
-            return loss(masks.to(logits.dtype), logits)
-        return loss(logits, masks)
-    return objective
-
-
-def _elementwise_bce(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits, masks.to(logits.dtype), reduction="none")
-
-
-def segpgd_lambda(step: int, steps: int) -> float:
-    """SegPGD's weight of the wrongly classified elements at step t = 1..T: (t - 1) / (2T)."""
-    return (step - 1) / (2 * steps)
-
-
-def segpgd_objective(logits: torch.Tensor, masks: torch.Tensor, step: int, steps: int) -> torch.Tensor:
-    """SegPGD for sigmoid outputs: per image mean over (class, pixel) of
-    [(1 - λ_t)·m·BCE + λ_t·(1 - m)·BCE], m = 1[1[z > 0] == y] without gradient. Early steps
-    push the still-correct elements over the boundary; later ones weigh the flipped ones more."""
-    lam = segpgd_lambda(step, steps)
-    correct = ((logits.detach() > 0) == (masks > 0.5)).to(logits.dtype)
-    weight = (1 - lam) * correct + lam * (1 - correct)
-    return (weight * _elementwise_bce(logits, masks)).flatten(1).mean(1)
-
-
-def cospgd_weights(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """CosPGD's weight for sigmoid outputs: cos([p, 1-p], [y, 1-y]) = p_y / sqrt(p² + (1-p)²),
-    p = sigmoid(z), p_y the probability of the true label; no gradient. (A cosine over the
-    class vector is undefined on pixels where no class is present, hence the binary pair.)"""
-    p = logits.detach().sigmoid()
-    p_true = torch.where(masks > 0.5, p, 1 - p)
-    return p_true / torch.sqrt(p * p + (1 - p) * (1 - p))
-
-
-def cospgd_objective(logits: torch.Tensor, masks: torch.Tensor, step: int, steps: int) -> torch.Tensor:
-    """CosPGD for sigmoid outputs: per image mean over (class, pixel) of w·BCE; elements still
-    predicted confidently right weigh most, those already flipped fade out."""
-    return (cospgd_weights(logits, masks) * _elementwise_bce(logits, masks)).flatten(1).mean(1)
-
-
-# method -> builder(loss_name, loss_argument_order) -> objective
-OBJECTIVES: dict[str, Callable[[str, str], Objective]] = {
-    "fgsm": named_loss_objective,
-    "pgd": named_loss_objective,
-    "segpgd": lambda loss_name, order: segpgd_objective,
-    "cospgd": lambda loss_name, order: cospgd_objective,
-}
-
-
-def attack_objective(settings: AttackSettings, loss_name: str) -> Objective:
-    return OBJECTIVES[settings.method](loss_name, settings.loss_argument_order)
-
-
 # --- steps -----------------------------------------------------------------------------
 
 
@@ -263,7 +187,7 @@ def attack_sweep(model: nn.Module, images, masks, loss_name: str, epsilons: list
     if images.ndim != 3 or masks.ndim != 4 or len(images) != len(masks) or images.shape[1:] != masks.shape[2:]:
         raise ValueError(f"images {tuple(images.shape)} and masks {tuple(masks.shape)}: expected (N, H, W) "
                          f"and (N, C, H, W) of the same N, H, W")
-    objective = attack_objective(settings, loss_name)
+    objective = attack_objective(settings.method, loss_name, settings.loss_argument_order)
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32

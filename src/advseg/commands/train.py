@@ -6,7 +6,7 @@ import logging
 import time
 from pathlib import Path
 
-from advseg.commands import add_compute_arguments, add_data_arguments, add_tracking_argument
+from advseg.commands import add_compute_arguments, add_data_arguments, add_in_channels_argument, add_tracking_argument
 
 log = logging.getLogger(__name__)
 
@@ -14,12 +14,12 @@ log = logging.getLogger(__name__)
 def add_arguments(parser) -> None:
     add_data_arguments(parser)
     add_tracking_argument(parser)
-    add_compute_arguments(parser, batch_size=None)
+    add_compute_arguments(parser, batch_size=False)
     parser.add_argument("--arch", required=True)
     parser.add_argument("--encoder", required=True)
     parser.add_argument("--name", default=None, help="the model's name in paths and tables (default arch-encoder)")
     parser.add_argument("--encoder-weights", default=None, help="pretrained encoder weights, e.g. imagenet")
-    parser.add_argument("--in-channels", type=int, default=3, help="3: grey copied to 3 channels; 1: grey alone")
+    add_in_channels_argument(parser, "3: grey copied to 3 channels; 1: grey alone")
     parser.add_argument("--key", default="model", help="where the model is configured, e.g. models[2], for messages")
     parser.add_argument("--seed", type=int, required=True, help="training seed (one of the config's seeds)")
     parser.add_argument("--settings", required=True,
