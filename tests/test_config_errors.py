@@ -19,6 +19,8 @@ import yaml
 
 from advseg.config import validate_config
 
+pytestmark = pytest.mark.slow  # Snakemake runs on bad and large configs
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 GOOD_MODEL = "models:\n  - {arch: Unet, encoder: resnet18}\n"

@@ -31,6 +31,8 @@ import pytest
 
 from advseg.jobs import PARTIAL_PREFIX
 
+pytestmark = pytest.mark.slow  # every advseg command, killed and rerun
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SIZE = 32

@@ -28,6 +28,8 @@ from loopback import free_port, wait_until_healthy  # noqa: E402
 from advseg.tracking import (PARENT_TAG, PENDING_TAG, Tracking, init_tracking, job_run,  # noqa: E402
                              mark_killed, sync_pending)
 
+pytestmark = pytest.mark.slow  # real MLflow servers and job processes
+
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = 8
 STEPS = 4

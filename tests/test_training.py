@@ -20,6 +20,8 @@ from advseg.settings import from_mapping
 from advseg.training import (ResumeFile, TrainingSettings, augment, plan_batches, restore_scaler,
                              resume_fingerprint, train_model)
 
+pytestmark = pytest.mark.slow  # real training runs of tiny models
+
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
 SETTINGS = from_mapping(TrainingSettings, {"epochs": 2, "batch_size": 8, "lr": 1e-3, "augment": True, "amp": False},

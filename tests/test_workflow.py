@@ -28,7 +28,7 @@ METHODS, LOSSES, EPSILONS = ["fgsm", "pgd"], ["bce", "dicefocal"], ["0.01", "0.0
 REPLICATE = "fold_0/seed_0"
 EXPECTED_JOBS = {"download": 1, "tracking": 1, "train": 1, "checkpoint": 1, "attack": 4, "aggregate": 1, "all": 1}
 
-pytestmark = pytest.mark.workflow
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 
 def workflow_copy(directory: Path) -> Path:
