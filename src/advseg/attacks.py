@@ -178,11 +178,7 @@ def attack_sweep(model: nn.Module, images, masks, loss_name: str, epsilons: list
     """
     settings.validate()
     epsilons = [float(eps) for eps in epsilons]
-    bad = [eps for eps in epsilons if not 0 <= eps <= 1]
-    if bad:
-        raise ValueError(f"attack.epsilons: {bad} outside [0, 1]")
-    if batch_size < 1:
-        raise ValueError(f"batch_size: {batch_size} must be >= 1")
+    config_schema.fill("attack", {"epsilons": epsilons, "batch_size": batch_size})  # raises naming the key
     images, masks = torch.as_tensor(images), torch.as_tensor(masks)
     if images.ndim != 3 or masks.ndim != 4 or len(images) != len(masks) or images.shape[1:] != masks.shape[2:]:
         raise ValueError(f"images {tuple(images.shape)} and masks {tuple(masks.shape)}: expected (N, H, W) "

@@ -76,7 +76,7 @@ def check_config(config: dict[str, Any], build_cache: Path | None = None) -> Non
             raise ValueError(f"models[{index}]: {name!r} is configured twice (models[{names[name]}] too); "
                              "give one of them a different 'name'")
         names[name] = index
-        checkpoint = model.get("checkpoint")
+        checkpoint = model["checkpoint"]
         if checkpoint is not None and not Path(checkpoint).is_file():
             raise ValueError(f"models[{index}].checkpoint: {checkpoint!r} is not a file")
     data = config["data"]
@@ -112,7 +112,7 @@ def check_variant(attack: dict[str, Any]) -> None:
 
 def _check_data_source(data: dict[str, Any]) -> None:
     """The dataset's files are where the config says, before any job."""
-    options = data.get(data["name"], {})
+    options = data[data["name"]]
     if data["name"] == "uwmadison":
         root, source = options.get("root"), options.get("source")
         if root and source:
@@ -145,7 +145,7 @@ def _check_data_source(data: dict[str, Any]) -> None:
 
 def model_spec(model: dict[str, Any], index: int) -> ModelSpec:
     return ModelSpec(name=model.get("name") or f"{model['arch']}-{model['encoder']}", arch=model["arch"],
-                     encoder=model["encoder"], key=f"models[{index}]", checkpoint=model.get("checkpoint"),
+                     encoder=model["encoder"], key=f"models[{index}]", checkpoint=model["checkpoint"],
                      encoder_weights=model["encoder_weights"], in_channels=model["in_channels"])
 
 

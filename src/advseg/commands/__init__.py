@@ -32,5 +32,4 @@ def add_compute_arguments(parser, batch_size: bool = True) -> None:
 
 
 def add_in_channels_argument(parser, help: str) -> None:
-    parser.add_argument("--in-channels", type=int, choices=settings.node("models.in_channels")["enum"],
-                        default=settings.default("models.in_channels"), help=help)
+    parser.add_argument("--in-channels", type=int, default=settings.default("models.in_channels"), help=help)
