@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Tracking:
+    """What the tracking file records: the store, and the experiment every job logs into."""
     tracking_uri: str
     experiment_id: str
     experiment_name: str
