@@ -6,15 +6,17 @@ BIN    := $(CURDIR)/$(VENV)/bin
 # rules call the `advseg` command, so the venv's bin must come first on PATH
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test bench lint report mlflow-ui mlflow-server clean
+.PHONY: setup run test test-fast bench lint report mlflow-ui mlflow-server clean
 
 setup: $(VENV)/.installed
 
-# requirements.lock pins every package (torch==2.14.1 with torchvision==0.29.1);
-# the package itself is installed editable on top, without re-resolving.
-$(VENV)/.installed: requirements.lock pyproject.toml
+# requirements.lock pins every runtime package (torch==2.14.1 with torchvision==0.29.1),
+# requirements-test.lock adds the test extra (pytest, monai); the package itself is
+# installed editable on top, without re-resolving. A runtime-only install:
+#   pip install -r requirements.lock && pip install --no-deps -e .
+$(VENV)/.installed: requirements.lock requirements-test.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet -r requirements-test.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@
 
@@ -27,8 +29,13 @@ run: setup
 	@echo "Report:  make report   (writes results/report.html)"
 	@echo "MLflow:  make mlflow-ui"
 
+# the whole suite, as CI runs it
 test: setup
 	pytest
+
+# while you work: every test file but the slow ones (marked slow: Snakemake, MLflow servers, training)
+test-fast: setup
+	pytest -m "not slow"
 
 bench: setup
 	python benchmarks/eps_sweep.py
@@ -46,8 +53,7 @@ report: setup
 CONFIG       ?= config.yaml
 MLFLOW_PORT  ?= 5000
 mlflow-ui: setup
-	@cmd="$$(python -c 'from advseg.tracking import ui_main; ui_main("$(CONFIG)", $(MLFLOW_PORT))')" \
-		|| exit 1; test -z "$$cmd" || exec $$cmd
+	advseg mlflow-ui --config $(CONFIG) --port $(MLFLOW_PORT)
 
 # An MLflow server for runs from several machines: SQLite backend, artifacts proxied into results/.
 # Open it to cluster nodes with MLFLOW_HOST=0.0.0.0 MLFLOW_ALLOWED_HOSTS=<this host's name>:$(MLFLOW_PORT).

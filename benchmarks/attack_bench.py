@@ -116,11 +116,13 @@ def main() -> None:
     fgsm_ta = torchattacks_pgd(torchattacks.PGD(classifier, eps=args.eps, alpha=args.eps, steps=1,
                                                 random_start=False), model, images, masks, args.batch_size, False)[0]
     fgsm_advseg = advseg_pgd(model, images, masks, args.eps,
-                             AttackSettings(method="pgd", steps=1, alpha=1.0, random_start=False),
+                             AttackSettings.from_section({"method": "pgd", "pgd": {"steps": 1, "alpha": 1.0,
+                                                                                    "random_start": False}}),
                              args.batch_size)[0]
     fgsm_gap = float(np.abs(fgsm_ta - fgsm_advseg).max())
 
-    settings = AttackSettings(method="pgd", steps=args.steps, alpha=args.alpha, random_start=True)
+    settings = AttackSettings.from_section({"method": "pgd", "pgd": {"steps": args.steps, "alpha": args.alpha,
+                                                                     "random_start": True}})
     attack = torchattacks.PGD(classifier, eps=args.eps, alpha=args.alpha * args.eps, steps=args.steps,
                               random_start=True)
     methods = {

@@ -6,8 +6,8 @@ clean prediction) and then E forwards for the adversarial predictions, instead o
 forward+backward passes plus E forwards. With a backward costing about two forwards,
 expect roughly (3E + E) / (3 + E), i.e. about 2.7x for E = 6.
 
-Both run on the same model and data in one process and must give bit-identical adversarial
-predictions. Run: ``make bench``, i.e. ``python benchmarks/eps_sweep.py`` (``--help``: options).
+The shared sweep is advseg's own (``attack_sweep`` with FGSM). Both run on the same model and
+data in one process and must give bit-identical adversarial predictions. Run: ``make bench``, i.e. ``python benchmarks/eps_sweep.py`` (``--help``: options).
 """
 
 import argparse
@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from advseg.attacks import fgsm, gradient_sign
+from advseg.attacks import AttackSettings, attack_sweep, fgsm
 from advseg.datasets import prepare_dataset
 from advseg.inference import batch_slices
 from advseg.losses import get_loss
@@ -26,21 +26,18 @@ from advseg.models import as_model_input, build_model, count_parameters
 EPSILONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
 
 
-def shared_sweep(model, images, masks, loss, batch_size, epsilons):
-    """One forward+backward per batch, then one forward per eps."""
-    clean, adversarial = [], {eps: [] for eps in epsilons}
-    for batch in batch_slices(len(images), batch_size):
-        x = images[batch]
-        sign, clean_logits = gradient_sign(model, x, masks[batch], loss)
-        clean.append(clean_logits > 0)                 # the clean prediction, computed once
-        with torch.no_grad():
-            for eps in epsilons:
-                adversarial[eps].append(model(as_model_input(fgsm(x, sign, eps))) > 0)
-    return torch.cat(clean), {eps: torch.cat(preds) for eps, preds in adversarial.items()}
+def shared_sweep(model, images, masks, loss_name, batch_size, epsilons):
+    """advseg's FGSM sweep: one forward+backward per batch (which also gives the clean
+    prediction), then one forward per eps."""
+    results = attack_sweep(model, images, masks, loss_name, list(epsilons),
+                           AttackSettings.from_section({"method": "fgsm"}), batch_size=batch_size)
+    clean = torch.from_numpy(results[epsilons[0]].clean_pred).bool()
+    return clean, {eps: torch.from_numpy(result.adv_pred).bool() for eps, result in results.items()}
 
 
-def naive_sweep(model, images, masks, loss, batch_size, epsilons):
+def naive_sweep(model, images, masks, loss_name, batch_size, epsilons):
     """For each eps: forward+backward for the gradient, the FGSM step, one forward."""
+    loss = get_loss(loss_name)
     clean, adversarial = [], {eps: [] for eps in epsilons}
     for eps in epsilons:
         for batch in batch_slices(len(images), batch_size):
@@ -48,10 +45,10 @@ def naive_sweep(model, images, masks, loss, batch_size, epsilons):
             logits = model(as_model_input(x))
             (grad,) = torch.autograd.grad(loss(logits, masks[batch]).sum(), x)
             if eps == epsilons[0]:                     # recomputed per eps, kept once
-                clean.append(logits.detach() > 0)
+                clean.append((logits.detach() > 0).cpu())
             with torch.no_grad():
                 x_adv = fgsm(x.detach(), grad.sign(), eps)
-                adversarial[eps].append(model(as_model_input(x_adv)) > 0)
+                adversarial[eps].append((model(as_model_input(x_adv)) > 0).cpu())
     return torch.cat(clean), {eps: torch.cat(preds) for eps, preds in adversarial.items()}
 
 
@@ -91,7 +88,7 @@ def main() -> None:
           f"{len(images)} images {args.image_size}x{args.image_size}, batch {args.batch_size}, "
           f"loss {args.loss}, {args.repeats} repeats (median)")
     model.requires_grad_(False)
-    inputs = (model, images, masks, get_loss(args.loss), args.batch_size, args.epsilons)
+    inputs = (model, images, masks, args.loss, args.batch_size, args.epsilons)
     methods = {"shared": shared_sweep, "naive": naive_sweep}
     predictions = {name: method(*inputs) for name, method in methods.items()}  # warm-up, untimed
     runs = {name: [] for name in methods}

@@ -14,6 +14,7 @@ download``); not MLflow or Snakemake.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -61,9 +62,10 @@ def train(data, device, epochs, amp, resume_path, stop_after=None, seed=0):
     import torch
 
     from advseg.models import build_model
+    from advseg.settings import from_mapping
     from advseg.training import ResumeFile, TrainingSettings, resume_fingerprint, train_model
 
-    settings = TrainingSettings(epochs=epochs, batch_size=16, amp=amp, seed=seed)
+    settings = from_mapping(TrainingSettings, {"epochs": epochs, "batch_size": 16, "amp": amp}, "training", seed=seed)
     torch.manual_seed(seed)
     model = build_model("Unet", "resnet18", classes=len(data.class_names))
     resume = ResumeFile.open(resume_path, resume_fingerprint(settings, data, "Unet", "resnet18"))
@@ -113,7 +115,7 @@ def check_attacks(model, data) -> dict:
     gpu_model = copy.deepcopy(model).to(GPU).float()
     rows = []
     for method in METHODS:
-        settings = AttackSettings(method=method, steps=5, random_start=False)
+        settings = dataclasses.replace(AttackSettings.from_section({"method": method}), steps=5, random_start=False)
         loss = "dicefocal" if method in ("fgsm", "pgd") else "bce"
         on_gpu = attack_sweep(gpu_model, images, masks, loss, epsilons, settings, batch_size=16)
         small = attack_sweep(gpu_model, images, masks, loss, epsilons, settings, batch_size=4)
@@ -173,7 +175,7 @@ def time_study_size(arch: str, encoder: str, n: int = 64, size: int = 224) -> di
     started = time.perf_counter()
     epoch()
     train_rate = n / (time.perf_counter() - started)
-    settings = AttackSettings(method="pgd", steps=10, random_start=True)
+    settings = AttackSettings.from_section({"method": "pgd", "pgd": {"steps": 10, "random_start": True}})
     attack_sweep(model, images[:batch], masks[:batch], "bce", [0.01], settings, batch_size=batch)
     torch.cuda.synchronize()
     started = time.perf_counter()

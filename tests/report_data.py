@@ -15,7 +15,7 @@ VARIANTS = {"standard": ("standard", "standard", "grey"), "study-study-channels"
 
 
 def settings(**changes) -> ReportSettings:
-    values = dict(metric="dice", alpha=0.05, multiplicity="holm", family="table", min_units=5, min_clean_score=0.3,
+    values = dict(metric="dice", correlation_eps=0.02, transfer_eps=0.02, alpha=0.05, multiplicity="holm", family="table", min_units=5, min_clean_score=0.3,
                   negligible_correlation=0.3, n_bootstrap=1000, seed=0, training_loss="dicefocal")
     return ReportSettings(**{**values, **changes})
 

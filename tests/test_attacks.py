@@ -1,24 +1,32 @@
-"""Attacks: the FGSM step and gradient sign, the shared PGD loop (fgsm, pgd, segpgd, cospgd),
+"""Attacks: the FGSM step, the shared PGD loop (fgsm, pgd, segpgd, cospgd),
 the study's options, batch-size invariance, and attack strength on a trained tiny model."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
-import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advseg.attacks import (METHODS, AttackSettings, attack_sweep, cospgd_objective, cospgd_weights, fgsm,
-                            gradient_sign, image_dice, named_loss_objective, perturbation_size, segpgd_lambda,
-                            segpgd_objective, study_step)
+from advseg.attacks import (FGSM_AS_PGD, METHODS, AttackSettings, attack_sweep, fgsm, image_dice, perturbation_size,
+                            study_step)
 from advseg.losses import get_loss
 from advseg.models import build_model
+from advseg.objectives import (cospgd_objective, cospgd_weights, named_loss_objective, segpgd_lambda,
+                               segpgd_objective)
+from advseg.settings import default
 
 torch.set_num_threads(1)
 SIZE = 32
 CLASSES = 3
+
+
+def attack_settings(method: str = "fgsm", **changes) -> AttackSettings:
+    """One attack job's settings: the schema's defaults for ``method``, then ``changes`` (unchecked)."""
+    return dataclasses.replace(AttackSettings.from_section({"method": method}), **changes)
 
 
 def batch(n: int, seed: int = 0, dtype=torch.float32):
@@ -39,22 +47,6 @@ def model():
 def model64():
     torch.manual_seed(1)
     return build_model("Unet", "resnet18", CLASSES).eval().double()
-
-
-def independent_sign(model, images, masks, loss_name):
-    """sign(d loss / d image) with plain autograd and no advseg helpers."""
-    x = images.detach().clone().requires_grad_(True)
-    logits = model(x.unsqueeze(1).repeat(1, 3, 1, 1))
-    target = masks.to(logits.dtype)
-    if loss_name == "bce":  # per-image mean, summed over images: a positive multiple of the total sum
-        loss = F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
-    elif loss_name == "dice":  # smp's DiceLoss pools the batch, so take it one image at a time
-        dice = smp.losses.DiceLoss(mode="multilabel", from_logits=True)
-        loss = sum(dice(logits[i:i + 1], target[i:i + 1]) for i in range(len(x)))
-    else:  # an advseg loss, summed over images as an attack does
-        loss = get_loss(loss_name)(logits, masks).sum()
-    (grad,) = torch.autograd.grad(loss, x)
-    return grad
 
 
 # --- fgsm -------------------------------------------------------------------------------
@@ -87,79 +79,6 @@ def test_fgsm_with_zero_eps_is_identity():
     assert torch.equal(fgsm(images, sign, 0.0), images)
 
 
-# --- gradient_sign ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("loss_name", ["bce", "dice"])
-def test_gradient_sign_matches_autograd(model, loss_name):
-    images, masks = batch(2, seed=4)
-    sign, logits = gradient_sign(model, images, masks, get_loss(loss_name))
-    grad = independent_sign(model, images, masks, loss_name)
-    assert sign.dtype == torch.int8 and sign.shape == images.shape
-    # compare where the gradient is not vanishingly small (a rounding-level difference between
-    # two summation orders could flip the sign of a ~0 gradient)
-    clear = grad.abs() > 1e-9 * grad.abs().max()
-    assert clear.float().mean() > 0.99
-    assert torch.equal(sign[clear], grad.sign().to(torch.int8)[clear])
-    with torch.no_grad():
-        expected_logits = model(images.unsqueeze(1).repeat(1, 3, 1, 1))
-    torch.testing.assert_close(logits, expected_logits)
-    assert not logits.requires_grad
-
-
-def test_gradient_sign_leaves_model_and_images_alone(model):
-    images, masks = batch(2, seed=5)
-    before = images.clone()
-    for parameter in model.parameters():
-        parameter.grad = None
-    gradient_sign(model, images, masks, get_loss("dicefocal"))
-    assert all(parameter.grad is None for parameter in model.parameters())
-    assert not images.requires_grad and torch.equal(images, before)
-
-
-def test_shared_gradient_sweep_equals_per_eps_recomputation(model):
-    images, masks = batch(3, seed=6)
-    shared, _ = gradient_sign(model, images, masks, get_loss("dicefocal"))
-    previous = None
-    for eps in (0.002, 0.01, 0.05):
-        grad = independent_sign(model, images, masks, "dicefocal")  # from scratch for this eps
-        expected = (images + eps * grad.sign()).clamp(0.0, 1.0)
-        adv = fgsm(images, shared, eps)
-        assert torch.equal(adv, expected), f"eps={eps}"
-        assert not torch.equal(adv, images)
-        if previous is not None:
-            assert not torch.equal(adv, previous)
-        previous = adv
-
-
-@pytest.mark.parametrize("loss_name", ["bce", "dicefocal", "dice"])
-def test_gradient_sign_does_not_depend_on_batch_size(model64, loss_name):
-    # float64 and eval mode (BatchNorm uses running statistics), so each image's gradient is
-    # its own; with float32 these comparisons also came out exact on the CPU.
-    images, masks = batch(4, seed=7, dtype=torch.float64)
-    loss = get_loss(loss_name)
-    whole, whole_logits = gradient_sign(model64, images, masks, loss)
-    assert (whole != 0).float().mean() > 0.99
-    for size in (1, 3):
-        parts = [gradient_sign(model64, images[i:i + size], masks[i:i + size], loss) for i in range(0, 4, size)]
-        assert torch.equal(torch.cat([sign for sign, _ in parts]), whole), f"batches of {size}"
-        torch.testing.assert_close(torch.cat([logits for _, logits in parts]), whole_logits,
-                                   rtol=1e-12, atol=1e-12)
-
-
-def test_batch_pooled_loss_would_fail_the_invariance_check(model64):
-    """Control: smp's DiceLoss pools over the batch, and the comparison above catches that."""
-    images, masks = batch(4, seed=7, dtype=torch.float64)
-    dice = smp.losses.DiceLoss(mode="multilabel", from_logits=True)
-
-    def pooled(logits, target):
-        return dice(logits, target.to(logits.dtype)).reshape(1)
-
-    whole, _ = gradient_sign(model64, images, masks, pooled)
-    alone = torch.cat([gradient_sign(model64, images[i:i + 1], masks[i:i + 1], pooled)[0] for i in range(4)])
-    assert not torch.equal(alone, whole)
-
-
 def test_perturbation_size_measures_what_the_clamp_left():
     images = np.array([[[0.0, 0.5]], [[1.0, 0.2]]])          # two 1x2 images
     adversarial = fgsm(torch.from_numpy(images), torch.tensor([[[-1, 1]], [[1, -1]]], dtype=torch.int8), 0.1)
@@ -171,38 +90,42 @@ def test_perturbation_size_measures_what_the_clamp_left():
 # --- the shared loop: settings ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("settings, key", [
-    (AttackSettings(method="bim"), "attack.methods"),
-    (AttackSettings(method="pgd", steps=0), "attack.pgd.steps"),
-    (AttackSettings(method="segpgd", steps=2.5), "attack.segpgd.steps"),
-    (AttackSettings(method="cospgd", alpha=0.0), "attack.cospgd.alpha"),
-    (AttackSettings(method="pgd", alpha=-0.1), "attack.pgd.alpha"),
-    (AttackSettings(method="pgd", alpha=float("nan")), "attack.pgd.alpha"),
-    (AttackSettings(method="pgd", restarts=0), "attack.pgd.restarts"),
-    (AttackSettings(method="pgd", random_start="yes"), "attack.pgd.random_start"),
-    (AttackSettings(method="pgd", step="study"), "attack.step"),
-    (AttackSettings(method="fgsm", step="half"), "attack.step"),
-    (AttackSettings(loss_argument_order="swapped"), "attack.loss_argument_order"),
-    (AttackSettings(input="rgb"), "attack.input"),
+@pytest.mark.parametrize("changes, key", [
+    ({"method": "bim"}, "attack.method"),
+    ({"method": "pgd", "steps": 0}, "attack.pgd.steps"),
+    ({"method": "segpgd", "steps": 2.5}, "attack.segpgd.steps"),
+    ({"method": "cospgd", "alpha": 0.0}, "attack.cospgd.alpha"),
+    ({"method": "pgd", "alpha": -0.1}, "attack.pgd.alpha"),
+    ({"method": "pgd", "alpha": float("nan")}, "attack.pgd.alpha"),
+    ({"method": "pgd", "restarts": 0}, "attack.pgd.restarts"),
+    ({"method": "pgd", "random_start": "yes"}, "attack.pgd.random_start"),
+    ({"method": "pgd", "step": "study"}, "attack.step"),
+    ({"method": "fgsm", "step": "half"}, "attack.step"),
+    ({"loss_argument_order": "swapped"}, "attack.loss_argument_order"),
+    ({"input": "rgb"}, "attack.input"),
 ])
-def test_bad_settings_name_their_key(settings, key):
+def test_bad_settings_name_their_key(changes, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
-        settings.validate()
+        dataclasses.replace(attack_settings(), **changes).validate()
 
 
-def test_settings_from_config_defaults_effective_values_and_variant():
-    settings = AttackSettings.from_config("pgd", {"steps": 20})
-    assert (settings.steps, settings.alpha, settings.random_start, settings.restarts) == (20, 0.25, True, 1)
-    assert settings.variant == "standard"
-    assert AttackSettings.from_config("fgsm", {}, step="study", loss_argument_order="study",
-                                      input="channels").variant == "study-study-channels"
-    assert AttackSettings(method="fgsm", steps=7, restarts=3).method_settings() == {
-        "steps": 1, "alpha": 1.0, "random_start": False, "restarts": 1}
-    assert AttackSettings(method="pgd", random_start=False, restarts=4).method_settings()["restarts"] == 1
-    with pytest.raises(ValueError, match=r"attack\.pgd: unknown option\(s\) step_size"):
-        AttackSettings.from_config("pgd", {"step_size": 0.1})
+def test_settings_from_section_defaults_effective_values_and_variant():
+    settings = AttackSettings.from_section({"method": "pgd", "pgd": {"steps": 20}})
+    assert {key: getattr(settings, key) for key in FGSM_AS_PGD} == {**default("attack.pgd"), "steps": 20}
+    assert settings.variant == "standard" and AttackSettings.from_section(settings.as_section()) == settings
+    study = AttackSettings.from_section('{"method": "fgsm", "step": "study", "loss_argument_order": "study", '
+                                        '"input": "channels"}')
+    assert study.variant == "study-study-channels"
+    assert dataclasses.replace(study, steps=7, restarts=3).method_settings() == FGSM_AS_PGD
+    assert attack_settings("pgd", random_start=False, restarts=4).method_settings()["restarts"] == 1
+    with pytest.raises(ValueError, match=r"attack\.pgd: .*'step_size' was unexpected"):
+        AttackSettings.from_section({"method": "pgd", "pgd": {"step_size": 0.1}})
+    with pytest.raises(ValueError, match=r"attack\.fgsm: .*'steps' was unexpected"):
+        AttackSettings.from_section({"method": "fgsm", "fgsm": {"steps": 3}})  # FGSM has no settings
     with pytest.raises(ValueError, match=r"attack\.pgd\.steps"):
-        AttackSettings.from_config("pgd", {"steps": 0})
+        AttackSettings.from_section({"method": "pgd", "pgd": {"steps": 0}})
+    with pytest.raises(ValueError, match=r"attack\.method: one attack job"):
+        AttackSettings.from_section({"methods": ["pgd"]})
 
 
 # --- the shared loop: exact properties on a real smp model -------------------------------
@@ -224,9 +147,9 @@ def grey_input(x):
 def test_pgd_with_one_step_no_random_start_and_alpha_eps_equals_fgsm(model, loss_name, input_mode):
     images, masks = bounded_batch(3, seed=8)
     epsilons = [0.01, 0.04]
-    fast = attack_sweep(model, images, masks, loss_name, epsilons, AttackSettings(method="fgsm", input=input_mode))
+    fast = attack_sweep(model, images, masks, loss_name, epsilons, attack_settings(method="fgsm", input=input_mode))
     loop = attack_sweep(model, images, masks, loss_name, epsilons,
-                        AttackSettings(method="pgd", steps=1, alpha=1.0, random_start=False, input=input_mode))
+                        attack_settings(method="pgd", steps=1, alpha=1.0, random_start=False, input=input_mode))
     # an independent FGSM: plain autograd on the model input, one step of eps, clamp
     x = grey_input(images) if input_mode == "grey" else grey_input(images).requires_grad_(True)
     if input_mode == "grey":
@@ -248,7 +171,7 @@ def test_pgd_with_one_step_no_random_start_and_alpha_eps_equals_fgsm(model, loss
 def test_every_method_stays_in_the_eps_ball_and_unit_range(model, method, input_mode):
     images, masks = bounded_batch(2, seed=9)
     eps = 0.03
-    settings = AttackSettings(method=method, steps=3, alpha=0.5, input=input_mode)
+    settings = attack_settings(method=method, steps=3, alpha=0.5, input=input_mode)
     result = attack_sweep(model, images, masks, "bce", [eps], settings)[eps]
     adversarial, clean = result.adv_inputs, grey_input(images).numpy()
     assert adversarial.shape == clean.shape and adversarial.dtype == np.float32
@@ -276,7 +199,7 @@ def test_study_step_on_a_known_gradient():
 def test_study_step_in_the_sweep_uses_the_loss_gradient(model):
     images, masks = batch(2, seed=10)
     eps = 0.05
-    result = attack_sweep(model, images, masks, "bce", [eps], AttackSettings(step="study"))[eps]
+    result = attack_sweep(model, images, masks, "bce", [eps], attack_settings(step="study"))[eps]
     grey = images.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(F.binary_cross_entropy_with_logits(
         model(grey_input(grey)), masks.float(), reduction="sum"), grey)
@@ -289,8 +212,8 @@ def test_study_argument_order_follows_the_gradient_of_loss_of_mask_and_logits(mo
     images, masks = batch(2, seed=11)
     eps = 0.02
     swapped = attack_sweep(model, images, masks, "dicefocal", [eps],
-                           AttackSettings(loss_argument_order="study"))[eps].adv_inputs[:, 0]
-    standard = attack_sweep(model, images, masks, "dicefocal", [eps], AttackSettings())[eps].adv_inputs[:, 0]
+                           attack_settings(loss_argument_order="study"))[eps].adv_inputs[:, 0]
+    standard = attack_sweep(model, images, masks, "dicefocal", [eps], attack_settings())[eps].adv_inputs[:, 0]
     grey = images.clone().requires_grad_(True)
     logits = model(grey_input(grey))
     (grad,) = torch.autograd.grad(get_loss("dicefocal")(masks.float(), logits).sum(), grey)
@@ -313,11 +236,11 @@ def test_study_argument_order_swaps_bce_too_as_the_study_notebook_did(model):
     (grad,) = torch.autograd.grad(per_image.sum(), logits)
     torch.testing.assert_close(grad, -masks.float() / masks[0].numel())
     swapped = attack_sweep(model, images, masks, "bce", [eps],
-                           AttackSettings(loss_argument_order="study"))[eps].adv_inputs[:, 0]
+                           attack_settings(loss_argument_order="study"))[eps].adv_inputs[:, 0]
     grey = images.clone().requires_grad_(True)
     (image_grad,) = torch.autograd.grad(objective(model(grey_input(grey)), masks, 1, 1).sum(), grey)
     np.testing.assert_array_equal(swapped, (images + eps * image_grad.sign()).clamp(0, 1).numpy())
-    standard = attack_sweep(model, images, masks, "bce", [eps], AttackSettings())[eps].adv_inputs[:, 0]
+    standard = attack_sweep(model, images, masks, "bce", [eps], attack_settings())[eps].adv_inputs[:, 0]
     assert (swapped != standard).mean() > 0.1
 
 
@@ -416,7 +339,7 @@ def tiny64():
 @pytest.mark.parametrize("method", METHODS)
 def test_results_do_not_depend_on_the_batch_size(tiny64, method):
     images, masks = batch(5, seed=12, dtype=torch.float64)
-    settings = AttackSettings(method=method, steps=3, restarts=2, alpha=0.4)
+    settings = attack_settings(method=method, steps=3, restarts=2, alpha=0.4)
     loss_name = "dicefocal" if method in ("fgsm", "pgd") else "bce"
     runs = [attack_sweep(tiny64, images, masks, loss_name, [0.02, 0.05], settings, seed=3, batch_size=size)
             for size in (5, 2, 1)]
@@ -434,7 +357,7 @@ def test_random_start_depends_on_the_seed_and_restarts_keep_the_lowest_dice(tiny
     eps = 0.05
 
     def run(seed, restarts):
-        settings = AttackSettings(method="pgd", steps=2, restarts=restarts)
+        settings = attack_settings(method="pgd", steps=2, restarts=restarts)
         return attack_sweep(tiny64, images, masks, "bce", [eps], settings, seed=seed)[eps]
 
     first, again, other = run(0, 1), run(0, 1), run(1, 1)
@@ -450,7 +373,7 @@ def test_random_start_depends_on_the_seed_and_restarts_keep_the_lowest_dice(tiny
 
 def test_the_attack_runs_in_eval_mode_and_restores_the_model(tiny64):
     images, masks = batch(3, seed=14, dtype=torch.float64)
-    settings = AttackSettings(method="pgd", steps=2)
+    settings = attack_settings(method="pgd", steps=2)
     expected = attack_sweep(tiny64, images, masks, "bce", [0.03], settings)[0.03]
     tiny64.train()
     flags = [p.requires_grad for p in tiny64.parameters()]
@@ -467,14 +390,14 @@ def test_the_attack_runs_in_eval_mode_and_restores_the_model(tiny64):
 def test_loss_history_reaches_on_step_and_bad_input_is_refused(tiny64):
     images, masks = batch(2, seed=15, dtype=torch.float64)
     seen = []
-    result = attack_sweep(tiny64, images, masks, "bce", [0.01, 0.02], AttackSettings(method="segpgd", steps=3),
+    result = attack_sweep(tiny64, images, masks, "bce", [0.01, 0.02], attack_settings(method="segpgd", steps=3),
                           on_step=lambda eps, step, value: seen.append((eps, step, value)))
     assert [(eps, step) for eps, step, _ in seen] == [(e, s) for e in (0.01, 0.02) for s in (1, 2, 3)]
     assert [value for eps, _, value in seen if eps == 0.02] == result[0.02].loss_history
     with pytest.raises(ValueError, match="attack.epsilons"):
-        attack_sweep(tiny64, images, masks, "bce", [1.5], AttackSettings())
+        attack_sweep(tiny64, images, masks, "bce", [1.5], attack_settings())
     with pytest.raises(ValueError, match="attack.pgd.steps"):
-        attack_sweep(tiny64, images, masks, "bce", [0.1], AttackSettings(method="pgd", steps=0))
+        attack_sweep(tiny64, images, masks, "bce", [0.1], attack_settings(method="pgd", steps=0))
 
 
 def test_perturbation_size_of_three_channel_inputs():
@@ -529,7 +452,7 @@ def trained():
 
 def test_loss_increases_over_pgd_steps(trained):
     net, (images, masks), _ = trained
-    history = attack_sweep(net, images, masks, "bce", [0.05], AttackSettings(method="pgd", steps=10))[0.05].loss_history
+    history = attack_sweep(net, images, masks, "bce", [0.05], attack_settings("pgd", steps=10))[0.05].loss_history
     print("PGD-10 mean BCE per step:", [round(value, 4) for value in history])
     assert len(history) == 10
     assert history[-1] > 5 * history[0]
@@ -541,7 +464,7 @@ def test_iterative_attacks_beat_fgsm_on_a_trained_model(trained):
     eps = 0.05
     dice = {}
     for method in METHODS:
-        result = attack_sweep(net, images, masks, "bce", [eps], AttackSettings(method=method, steps=10))[eps]
+        result = attack_sweep(net, images, masks, "bce", [eps], attack_settings(method=method, steps=10))[eps]
         dice[method] = image_dice(torch.from_numpy(result.adv_pred), masks).mean().item()
     print(f"mean Dice at eps {eps}: clean {clean:.3f}, " + ", ".join(f"{m} {d:.3f}" for m, d in dice.items()))
     assert dice["fgsm"] < clean

@@ -21,9 +21,13 @@ def test_architectures_match_smp():
     assert len(set(catalog.ARCHITECTURES)) == len(catalog.ARCHITECTURES)
 
 
-def test_check_model_accepts_known_and_timm_names():
-    catalog.check_model("models[0]", "Unet", "resnet18")
-    catalog.check_model("models[0]", "FPN", "tu-anything")  # timm names are checked when built
+def test_check_model_accepts_known_and_timm_names_and_names_the_key_of_others():
+    assert catalog.check_model("models[0]", "Unet", "resnet18") is None
+    assert catalog.check_model("models[0]", "FPN", "tu-anything") is None  # timm names are checked when built
+    with pytest.raises(ValueError, match=r"^models\[1\]\.encoder: unknown value 'resnet19'"):
+        catalog.check_model("models[1]", "Unet", "resnet19")
+    with pytest.raises(ValueError, match=r"^models\[2\]\.arch: unknown value 'Unet3D'"):
+        catalog.check_model("models[2]", "Unet3D", "tu-anything")
 
 
 def test_check_choice_names_key_and_lists_sorted_choices():

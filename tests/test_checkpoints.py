@@ -132,7 +132,7 @@ def test_one_channel_model_round_trip(tmp_path):
     x = as_model_input(torch.rand(2, 32, 32))
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
-    assert not (tmp_path / "one.safetensors.partial").exists()
+    assert [path.name for path in tmp_path.iterdir()] == ["one.safetensors"], "no temporary file is left"
 
 
 # --- weights trained elsewhere ------------------------------------------------------------

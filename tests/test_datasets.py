@@ -1,11 +1,11 @@
-"""The MNI152 slices (from the template inside nilearn), SliceDataset and the data settings."""
+"""The MNI152 slices (from the template inside nilearn), datasets by name, and SliceDataset."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from advseg.datasets import DATASETS, DataSettings, SliceDataset, prepare_dataset
+from advseg.datasets import DATASETS, SliceDataset, prepare_dataset
 from advseg.datasets import mni152
 from advseg.splits import fold_split
 
@@ -102,8 +102,8 @@ def test_mni152_default_fold_split_keeps_slabs_apart_with_a_guard(data):
 def test_prepare_dataset_by_name():
     assert "mni152" in DATASETS
     with pytest.raises(ValueError, match=r"data\.name.*mni152"):
-        prepare_dataset("brats")
-    with pytest.raises(ValueError, match=r"data\.mni152: unknown option\(s\) guard"):
+        prepare_dataset("brats", image_size=32)
+    with pytest.raises(ValueError, match=r"data\.mni152: .*'guard' was unexpected"):
         prepare_dataset("mni152", image_size=32, guard=2)  # the guard belongs to the split (data.guard)
 
 
@@ -140,34 +140,8 @@ def test_mismatched_fields_are_rejected(change):
 
 def test_same_position_in_two_volumes_is_fine():
     good = tiny()
-    SliceDataset(good.images, good.masks, good.groups, np.arange(6) % 2, np.arange(6) // 2, good.class_names, good.unit)
-
-
-# --- DataSettings (the config's data section) ---------------------------------------------
-
-
-def test_data_settings_defaults_and_values():
-    default = DataSettings.from_mapping({})
-    assert (default.name, default.image_size, default.folds, default.folds_to_run, default.guard) == \
-        ("mni152", 64, 10, (0,), 2)
-    chosen = DataSettings.from_mapping('{"name": "uwmadison", "folds": 5, "folds_to_run": [4, 1], "guard": 0,'
-                                       ' "uwmadison": {"root": "/data"}, "mni152": {"slab_thickness": 4}}')
-    assert chosen.folds_to_run == (4, 1) and chosen.guard == 0 and chosen.options == {"root": "/data"}
-
-
-@pytest.mark.parametrize("values, key", [
-    ({"fold": 0}, r"data: unknown key\(s\) fold"),
-    ({"name": "brats"}, r"data\.name"),
-    ({"folds_to_run": []}, r"data\.folds_to_run"),
-    ({"folds_to_run": [10]}, r"data\.folds_to_run: 10 "),
-    ({"folds_to_run": [1, 1]}, r"data\.folds_to_run:.*repeats"),
-    ({"folds_to_run": 0}, r"data\.folds_to_run"),
-    ({"folds": 1}, r"data\.folds"),
-    ({"guard": -1}, r"data\.guard"),
-    ({"guard": True}, r"data\.guard"),
-    ({"image_size": "64"}, r"data\.image_size"),
-    ({"mni152": [1]}, r"data\.mni152"),
-])
-def test_data_settings_errors_name_the_key(values, key):
-    with pytest.raises(ValueError, match=key):
-        DataSettings.from_mapping(values)
+    volumes, positions = np.arange(6) % 2, np.arange(6) // 2  # positions 0, 0, 1, 1, 2, 2
+    dataset = SliceDataset(good.images, good.masks, good.groups, volumes, positions, good.class_names, good.unit)
+    assert np.array_equal(dataset.volumes, volumes) and np.array_equal(dataset.positions, positions)
+    with pytest.raises(ValueError, match="position"):  # the same positions within one volume are not
+        SliceDataset(good.images, good.masks, good.groups, np.zeros(6, int), positions, good.class_names, good.unit)

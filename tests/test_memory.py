@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a 10,100-slice dataset under a memory limit
+
 BENCHMARK = Path(__file__).parents[1] / "benchmarks" / "memory.py"
 SIZE = 48  # 7 bytes a pixel: the larger dataset holds 10100 slices, 163 MB
 

@@ -24,7 +24,7 @@ BIN = Path(sys.executable).parent
 CONFIGS = REPO / "tests" / "configs"
 STUDY_VARIANT = "study-study-channels"
 
-pytestmark = pytest.mark.workflow
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 
 def own_data_run(directory: Path, *args: str) -> Path:

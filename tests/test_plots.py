@@ -77,9 +77,9 @@ def assert_image(path: Path, min_side: int = 300) -> np.ndarray:
 
 def test_size_figure_numbers_each_model_once_per_panel_with_its_statistics(tmp_path):
     table = replicate_table()
-    report = settings(metric="dice_study", min_units=3)
+    report = settings(metric="dice_study", min_units=3, correlation_eps=0.03)
     points = size.model_points(table, "dice_study", 0.03, report.min_clean_score)
-    rows = size.size_table(table, report, 0.03)
+    rows = size.size_table(table, report)
     fig = plots.size_figure(points, rows, "dice_study", 0.03)
     panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
     assert len(panels) == len(rows) == 3
@@ -103,9 +103,9 @@ def test_size_figure_numbers_each_model_once_per_panel_with_its_statistics(tmp_p
 
 def test_size_figure_draws_left_out_models_hollow():
     table = replicate_table()
-    report = settings(metric="dice_study", min_units=2, min_clean_score=0.772)   # the largest model is below it
-    points = size.model_points(table, "dice_study", 0.01, report.min_clean_score)
-    rows = size.size_table(table, report, 0.01)
+    report = settings(metric="dice_study", min_units=2, min_clean_score=0.772, correlation_eps=0.01)
+    points = size.model_points(table, "dice_study", 0.01, report.min_clean_score)   # the largest model is below it
+    rows = size.size_table(table, report)
     assert set(rows["excluded"]) == {"Unet-resnet50"}
     fig = plots.size_figure(points, rows, "dice_study", 0.01)
     panel = fig.axes[0]

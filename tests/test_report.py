@@ -178,7 +178,7 @@ def size_points(params_and_success, clean=0.7):
 
 
 def test_four_ordered_models_give_an_exact_p_and_no_verdict():
-    table = size.size_table(size_points([(1e6, 0.1), (2e6, 0.2), (4e6, 0.3), (8e6, 0.5)]), settings(), 0.02)
+    table = size.size_table(size_points([(1e6, 0.1), (2e6, 0.2), (4e6, 0.3), (8e6, 0.5)]), settings())
     (row,) = table.itertuples()
     assert row.spearman == pytest.approx(1.0) and row.spearman_p == pytest.approx(1 / 12)
     assert row.verdict == "too few models (n = 4)"
@@ -187,15 +187,15 @@ def test_four_ordered_models_give_an_exact_p_and_no_verdict():
 def test_size_rows_leave_out_untrained_models_and_say_what_could_be_detected():
     success = [(10 ** (6 + i / 4), 0.3 + 0.01 * ((i * 7) % 5)) for i in range(12)]
     clean = [0.7] * 11 + [0.1]
-    table = size.size_table(size_points(success, clean), settings(negligible_correlation=0.3), 0.02)
+    table = size.size_table(size_points(success, clean), settings(negligible_correlation=0.3))
     (row,) = table.to_dict(orient="records")
     assert row["n_models"] == 11 and row["excluded"] == "M11"
     assert row["detectable_rho"] == pytest.approx(statistics.detectable_correlation(11, 0.05))
     assert row["verdict"].startswith("inconclusive (only |ρ| ≥")
-    strong = size.size_table(size_points([(10 ** (6 + i / 4), 0.1 + 0.05 * i) for i in range(12)]), settings(), 0.02)
+    strong = size.size_table(size_points([(10 ** (6 + i / 4), 0.1 + 0.05 * i) for i in range(12)]), settings())
     assert strong.iloc[0]["verdict"] == size.MORE
     with pytest.raises(ValueError, match="report.correlation_eps = 0.5"):
-        size.size_table(size_points(success), settings(), 0.5)
+        size.size_table(size_points(success), settings(correlation_eps=0.5))
 
 
 # --- the claims page -----------------------------------------------------------------------------
@@ -205,8 +205,8 @@ def test_claims_page_states_units_and_names_the_ablation_that_flips_a_verdict(tm
     attacks, cards = random_study(tmp_path, models, n_units=10, epsilons=(0.02, 0.05),
                                   variants=("standard", "study-study-channels"), bce_effect=0.1)
     result = pipeline(attacks, cards)
-    judgements = claims.judge_all(result.units, result.replicates, result.settings, 0.02)
-    page = claims.claims_markdown(judgements, result.settings, result.units, 0.02, "case")
+    judgements = claims.judge_all(result.units, result.replicates, result.settings)
+    page = claims.claims_markdown(judgements, result.settings, result.units, "case")
     assert "**Independent units:** case; n = 10" in page
     vulnerable = judgements[(0, "standard")][0]
     assert vulnerable.verdict.startswith("holds") and all(r["effect"] > 0 for r in vulnerable.rows)
@@ -220,10 +220,10 @@ def test_claims_page_states_units_and_names_the_ablation_that_flips_a_verdict(tm
 
 def test_claims_of_the_template_say_its_slabs_are_one_brain(tmp_path):
     attacks, cards = random_study(tmp_path, {"Unet-resnet18": 14_000_000}, n_units=2)
-    result = pipeline(attacks, cards)
-    judgements = claims.judge_all(result.units, result.replicates, result.settings, 0.01)
+    result = pipeline(attacks, cards, settings(correlation_eps=0.01))
+    judgements = claims.judge_all(result.units, result.replicates, result.settings)
     unit = "slab of the one MNI152 template brain"
-    page = claims.claims_markdown(judgements, result.settings, result.units, 0.01, unit)
+    page = claims.claims_markdown(judgements, result.settings, result.units, unit)
     assert f"{unit}; n = 2" in page and "one template brain, not independent subjects" in page
     assert "so no test here can reach 0.05" in page
     assert "cannot tell: too few independent units (n = 2)" in page
@@ -330,10 +330,10 @@ def test_aggregate_command_writes_every_output(tmp_path, monkeypatch):
                 for path in attacks if path.name == "eps_0.03.json" and "fgsm" in path.parts]
     out = tmp_path / "out"
     outputs = {flag.lstrip("-").replace("-", "_"): out / flag.lstrip("-") for flag, _ in aggregate.OUTPUTS}
-    report = {key: value for key, value in vars(settings(metric="dice_study")).items()}
+    report = {key: value for key, value in vars(settings(metric="dice_study", correlation_eps=0.03,
+                                                         transfer_eps=0.03)).items() if key != "training_loss"}
     args = Namespace(tracking=tmp_path / "tracking.json", attacks=attacks, cards=cards, transfers=[],
-                     examples=examples, settings=json.dumps(report), correlation_eps=0.03, transfer_eps=0.03,
-                     **outputs)
+                     examples=examples, settings=json.dumps(report), training_loss="dicefocal", **outputs)
     aggregate.run(args)
     for name, path in outputs.items():
         if name != "examples_dir":

@@ -55,7 +55,7 @@ from snakemake.cli import main
 sys.exit(main())
 """
 
-pytestmark = pytest.mark.workflow
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

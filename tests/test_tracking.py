@@ -28,6 +28,8 @@ from loopback import free_port, wait_until_healthy  # noqa: E402
 from advseg.tracking import (PARENT_TAG, PENDING_TAG, Tracking, init_tracking, job_run,  # noqa: E402
                              mark_killed, sync_pending)
 
+pytestmark = pytest.mark.slow  # real MLflow servers and job processes
+
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = 8
 STEPS = 4
@@ -132,9 +134,9 @@ def server(booting_server):
 @pytest.fixture(autouse=True)
 def fresh_process_state():
     """Each test starts as a new job would: no store remembered as unreachable."""
-    import advseg.tracking
+    from advseg.tracking import store
 
-    advseg.tracking._unreachable.clear()
+    store._unreachable.clear()
 
 
 def runs_of(uri: str, experiment_id: str) -> list:

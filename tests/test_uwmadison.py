@@ -23,7 +23,7 @@ from advseg.datasets import PreparedData, SliceDataset, prepare_dataset, uwmadis
 from advseg.datasets.slices import resize_slices, scale_by_max
 
 SIZE = 32
-SCHEMA = Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml"  # a link into the package
 # scan -> (width, height); case7_day0 and case81_day30 are excluded by default
 SCANS = {(7, 0): (20, 14), (7, 1): (20, 14), (12, 0): (20, 14), (30, 2): (20, 14), (30, 5): (18, 24),
          (81, 30): (20, 14)}

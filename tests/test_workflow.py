@@ -28,7 +28,7 @@ METHODS, LOSSES, EPSILONS = ["fgsm", "pgd"], ["bce", "dicefocal"], ["0.01", "0.0
 REPLICATE = "fold_0/seed_0"
 EXPECTED_JOBS = {"download": 1, "tracking": 1, "train": 1, "checkpoint": 1, "attack": 4, "aggregate": 1, "all": 1}
 
-pytestmark = pytest.mark.workflow
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 
 def workflow_copy(directory: Path) -> Path:
@@ -65,7 +65,7 @@ def pid_of_training(arch: str) -> int | None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Run 1 is killed mid-training, run 2 finishes while `mlflow ui` serves the store, run 3 has nothing
+    """Run 1 is killed mid-training, run 2 finishes while `advseg mlflow-ui` serves the store, run 3 has nothing
     left to do."""
     directory = workflow_copy(tmp_path_factory.mktemp("workflow"))
     resume_state = directory / f"results/models/Unet-resnet18/{REPLICATE}/train/resume.pt"
@@ -80,11 +80,10 @@ def runs(tmp_path_factory):
         time.sleep(0.02)
     first_output = first.communicate(timeout=300)[0]
     assert killed, f"the training job was never seen between epochs:\n{first_output[-3000:]}"
-    # a user browsing while the workflow runs: `mlflow ui` on the store the first run created
+    # a user browsing while the workflow runs: `make mlflow-ui` on the store the first run created
     port = free_port()
-    ui = subprocess.Popen([str(BIN / "mlflow"), "ui", "--backend-store-uri", "sqlite:///results/mlflow.db",
-                           "--host", "127.0.0.1", "--port", str(port)], cwd=directory,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ui = subprocess.Popen([str(BIN / "advseg"), "mlflow-ui", "--config", str(TINY), "--port", str(port)],
+                          cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         second = snakemake(directory)
         third = snakemake(directory)
@@ -201,8 +200,8 @@ def test_mlflow_runs(runs):
 
 
 def test_mlflow_ui_serves_the_runs(runs):
-    """What a user does to browse the runs: `mlflow ui` on the workflow's store, on loopback
-    (started while the rerun logged to the store)."""
+    """What a user does to browse the runs: `advseg mlflow-ui` (`make mlflow-ui`) on the workflow's
+    store, on loopback (started while the rerun logged to the store)."""
     import urllib.request
 
     server, base = runs["ui"]

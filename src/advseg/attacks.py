@@ -3,15 +3,9 @@
 All four share one L∞ loop (:func:`attack_sweep`): it owns eval mode, the device, the
 [0, 1] intensity clamp, the projection onto the eps-ball, random starts, restarts and the
 choice of the iterate kept per image. A method contributes only its objective (the
-per-image loss whose input gradient is followed) and its defaults. FGSM is PGD's one-step
-case (no random start, alpha = eps); because its gradient does not depend on eps, an eps
-sweep takes it once per batch (one backward, E forwards).
-
-Sigmoid (multi-label) adaptation of SegPGD and CosPGD, which were published for softmax
-models: every (class, pixel) is its own binary decision with p = sigmoid(z), prediction
-1[z > 0], correctness m = 1[prediction == y] and base loss the element-wise
-BCE-with-logits. These two methods always use that BCE, whatever the attack loss name;
-the name matters for ``fgsm`` and ``pgd``.
+per-image loss whose input gradient is followed, :mod:`advseg.objectives`). FGSM is PGD's
+one-step case (no random start, alpha = eps); because its gradient does not depend on eps,
+an eps sweep takes it once per batch (one backward, E forwards).
 
 Kept iterate: per image, among the iterates after each step of every restart, the one
 whose thresholded prediction has the lowest Dice (mean over classes, smoothing 1e-5 as in
@@ -25,89 +19,75 @@ batch size.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from advseg.config import METHODS, VARIANT_CHOICES, Variant
+from advseg import settings as config_schema
+from advseg.config import METHODS, VARIANT_CHOICES, Variant, check_variant
 from advseg.inference import batch_slices
-from advseg.losses import PerImageLoss, get_loss
 from advseg.models import IN_CHANNELS, as_model_input
+from advseg.objectives import attack_objective
 
-STEPS = VARIANT_CHOICES["step"]
-LOSS_ARGUMENT_ORDERS = VARIANT_CHOICES["loss_argument_order"]
-INPUTS = VARIANT_CHOICES["input"]
+# FGSM is PGD's one-step case: one step of size eps from the clean image
+FGSM_AS_PGD = {"steps": 1, "alpha": 1.0, "random_start": False, "restarts": 1}
 DICE_SMOOTHING = 1e-5
-
-# objective(logits, masks, step, steps) -> (N,) per-image loss; step counts from 1
-Objective = Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor]
 StepCallback = Callable[[float, int, float], None]
 
 
 @dataclass(frozen=True)
 class AttackSettings:
-    """One attack configuration (config keys ``attack.<method>.*``, ``attack.step|loss_argument_order|input``).
+    """One attack job's configuration: ``attack.method``, its ``attack.<method>`` settings and the
+    variant (``attack.step|loss_argument_order|input``, one value each); the schema gives the defaults.
 
     ``alpha`` is the step size as a fraction of eps: 0.25 with 10 steps is 2.5·eps/steps, the
-    usual PGD choice that lets a pixel cross the ball and back. FGSM ignores steps, alpha,
-    random_start and restarts (it is one step of size eps from the clean image); restarts
-    repeat only with a random start (without one they would be identical).
+    usual PGD choice that lets a pixel cross the ball and back. FGSM has no settings (it is one
+    step of size eps from the clean image); restarts repeat only with a random start (without
+    one they would be identical).
     """
 
-    method: str = "fgsm"
-    steps: int = 10
-    alpha: float = 0.25
-    random_start: bool = True
-    restarts: int = 1
-    step: str = "standard"
-    loss_argument_order: str = "standard"
-    input: str = "grey"
+    method: str
+    steps: int
+    alpha: float
+    random_start: bool
+    restarts: int
+    step: str
+    loss_argument_order: str
+    input: str
+
+    @classmethod
+    def from_section(cls, attack: Mapping[str, Any] | str) -> "AttackSettings":
+        """From (part of) an attack section naming its ``method``, e.g. ``{"method": "pgd", "pgd":
+        {"steps": 20}}`` (or its JSON text); what it leaves out comes from the schema."""
+        attack = config_schema.fill("attack", attack)
+        if "method" not in attack:
+            raise ValueError("attack.method: one attack job's settings name its method")
+        options = FGSM_AS_PGD if attack["method"] == "fgsm" else attack[attack["method"]]
+        return cls(method=attack["method"], **options, **{key: attack[key] for key in VARIANT_CHOICES}).validate()
+
+    def as_section(self) -> dict[str, Any]:
+        """The attack section these settings come from (the inverse of :meth:`from_section`)."""
+        options = {self.method: {key: getattr(self, key) for key in FGSM_AS_PGD}} \
+            if self.method in METHODS and self.method != "fgsm" else {}
+        return {"method": self.method, **options, **{key: getattr(self, key) for key in VARIANT_CHOICES}}
 
     def validate(self) -> "AttackSettings":
         """Raise a ValueError naming the config key of the first bad value; return self."""
-        if self.method not in METHODS:
-            raise ValueError(f"attack.methods: unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
-        key = f"attack.{self.method}"
-        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) or self.steps < 1:
-            raise ValueError(f"{key}.steps: {self.steps!r} must be an integer >= 1")
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) \
-                or not math.isfinite(self.alpha) or self.alpha <= 0:
-            raise ValueError(f"{key}.alpha: {self.alpha!r} must be a number > 0 (a fraction of eps)")
-        if not isinstance(self.random_start, (bool, np.bool_)):
-            raise ValueError(f"{key}.random_start: {self.random_start!r} must be true or false")
-        if isinstance(self.restarts, bool) or not isinstance(self.restarts, (int, np.integer)) or self.restarts < 1:
-            raise ValueError(f"{key}.restarts: {self.restarts!r} must be an integer >= 1")
-        for name, value, choices in (("step", self.step, STEPS),
-                                     ("loss_argument_order", self.loss_argument_order, LOSS_ARGUMENT_ORDERS),
-                                     ("input", self.input, INPUTS)):
-            if value not in choices:
-                raise ValueError(f"attack.{name}: unknown value {value!r}; choose one of: {', '.join(choices)}")
+        section = self.as_section()
+        config_schema.fill("attack", section)
+        check_variant(section)
         if self.step == "study" and self.method != "fgsm":
             raise ValueError(f"attack.step: 'study' ((1 - eps)·x + eps·sign(g)) is defined for fgsm only, "
                              f"not for {self.method}")
         return self
 
-    @classmethod
-    def from_config(cls, method: str, options: Mapping | None = None, **variant) -> "AttackSettings":
-        """Settings from a config's ``attack.<method>`` mapping plus variant keys (step, loss_argument_order,
-        input); unknown keys are an error naming them. The result is validated."""
-        options = dict(options or {})
-        allowed = ("steps", "alpha", "random_start", "restarts")
-        unknown = sorted(set(options) - set(allowed))
-        if unknown:
-            raise ValueError(f"attack.{method}: unknown option(s) {', '.join(unknown)}; "
-                             f"choose from: {', '.join(allowed)}")
-        return cls(method=method, **options, **variant).validate()
-
     def effective(self) -> "AttackSettings":
         """What actually runs: FGSM as 1 step of alpha 1 (= eps) without random start; 1 restart without one."""
         if self.method == "fgsm":
-            return replace(self, steps=1, alpha=1.0, random_start=False, restarts=1)
+            return replace(self, **FGSM_AS_PGD)
         if not self.random_start:
             return replace(self, restarts=1)
         return self
@@ -120,7 +100,7 @@ class AttackSettings:
     def method_settings(self) -> dict:
         """The effective hyper-parameters, for the attack job's JSON (``method_settings``)."""
         effective = asdict(self.effective())
-        return {key: effective[key] for key in ("steps", "alpha", "random_start", "restarts")}
+        return {key: effective[key] for key in FGSM_AS_PGD}
 
 
 @dataclass
@@ -142,71 +122,6 @@ class SweepResult:
     loss_history: list[float]
 
 
-# --- per-method objectives ---------------------------------------------------------------
-
-
-def named_loss_objective(loss_name: str, loss_argument_order: str = "standard") -> Objective:
-    """The attack loss by name (fgsm, pgd); with order ``study`` every loss, BCE included, is
-    called ``loss(mask, logits)`` as the study's ``FGSM_attack`` did for whatever loss it was
-    given (sigmoid on the mask, logits as target). Swapped BCE has gradient -mask/N in the
-    logits: it pushes every labelled pixel down and never saturates."""
-    loss: PerImageLoss = get_loss(loss_name)
-    swapped = loss_argument_order == "study"
-
-    def objective(logits, masks, step, steps):
-        if swapped:
-            return loss(masks.to(logits.dtype), logits)
-        return loss(logits, masks)
-    return objective
-
-
-def _elementwise_bce(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits, masks.to(logits.dtype), reduction="none")
-
-
-def segpgd_lambda(step: int, steps: int) -> float:
-    """SegPGD's weight of the wrongly classified elements at step t = 1..T: (t - 1) / (2T)."""
-    return (step - 1) / (2 * steps)
-
-
-def segpgd_objective(logits: torch.Tensor, masks: torch.Tensor, step: int, steps: int) -> torch.Tensor:
-    """SegPGD for sigmoid outputs: per image mean over (class, pixel) of
-    [(1 - λ_t)·m·BCE + λ_t·(1 - m)·BCE], m = 1[1[z > 0] == y] without gradient. Early steps
-    push the still-correct elements over the boundary; later ones weigh the flipped ones more."""
-    lam = segpgd_lambda(step, steps)
-    correct = ((logits.detach() > 0) == (masks > 0.5)).to(logits.dtype)
-    weight = (1 - lam) * correct + lam * (1 - correct)
-    return (weight * _elementwise_bce(logits, masks)).flatten(1).mean(1)
-
-
-def cospgd_weights(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """CosPGD's weight for sigmoid outputs: cos([p, 1-p], [y, 1-y]) = p_y / sqrt(p² + (1-p)²),
-    p = sigmoid(z), p_y the probability of the true label; no gradient. (A cosine over the
-    class vector is undefined on pixels where no class is present, hence the binary pair.)"""
-    p = logits.detach().sigmoid()
-    p_true = torch.where(masks > 0.5, p, 1 - p)
-    return p_true / torch.sqrt(p * p + (1 - p) * (1 - p))
-
-
-def cospgd_objective(logits: torch.Tensor, masks: torch.Tensor, step: int, steps: int) -> torch.Tensor:
-    """CosPGD for sigmoid outputs: per image mean over (class, pixel) of w·BCE; elements still
-    predicted confidently right weigh most, those already flipped fade out."""
-    return (cospgd_weights(logits, masks) * _elementwise_bce(logits, masks)).flatten(1).mean(1)
-
-
-# method -> builder(loss_name, loss_argument_order) -> objective
-OBJECTIVES: dict[str, Callable[[str, str], Objective]] = {
-    "fgsm": named_loss_objective,
-    "pgd": named_loss_objective,
-    "segpgd": lambda loss_name, order: segpgd_objective,
-    "cospgd": lambda loss_name, order: cospgd_objective,
-}
-
-
-def attack_objective(settings: AttackSettings, loss_name: str) -> Objective:
-    return OBJECTIVES[settings.method](loss_name, settings.loss_argument_order)
-
-
 # --- steps -----------------------------------------------------------------------------
 
 
@@ -225,19 +140,6 @@ def project(candidate: torch.Tensor, images: torch.Tensor, eps: float) -> torch.
     """Into the L∞ ball of radius eps around images, then into [0, 1]. Clamping to x ± eps (rather
     than clamping delta and adding it back) keeps a step of exactly eps bit-identical to FGSM."""
     return torch.minimum(torch.maximum(candidate, images - eps), images + eps).clamp(0.0, 1.0)
-
-
-def gradient_sign(model: nn.Module, images: torch.Tensor, masks: torch.Tensor,
-                  loss: PerImageLoss) -> tuple[torch.Tensor, torch.Tensor]:
-    """sign(d loss / d image) per pixel of the grey slice, and the clean logits.
-
-    The batch loss is the sum of per-image losses, so each image's sign is that of its
-    own loss. The model's parameter gradients are left untouched.
-    """
-    images = images.detach().clone().requires_grad_(True)
-    logits = model(as_model_input(images))
-    (grad,) = torch.autograd.grad(loss(logits, masks).sum(), images)
-    return grad.sign().to(torch.int8), logits.detach()
 
 
 def image_dice(pred: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -276,16 +178,12 @@ def attack_sweep(model: nn.Module, images, masks, loss_name: str, epsilons: list
     """
     settings.validate()
     epsilons = [float(eps) for eps in epsilons]
-    bad = [eps for eps in epsilons if not 0 <= eps <= 1]
-    if bad:
-        raise ValueError(f"attack.epsilons: {bad} outside [0, 1]")
-    if batch_size < 1:
-        raise ValueError(f"batch_size: {batch_size} must be >= 1")
+    config_schema.fill("attack", {"epsilons": epsilons, "batch_size": batch_size})  # raises naming the key
     images, masks = torch.as_tensor(images), torch.as_tensor(masks)
     if images.ndim != 3 or masks.ndim != 4 or len(images) != len(masks) or images.shape[1:] != masks.shape[2:]:
         raise ValueError(f"images {tuple(images.shape)} and masks {tuple(masks.shape)}: expected (N, H, W) "
                          f"and (N, C, H, W) of the same N, H, W")
-    objective = attack_objective(settings, loss_name)
+    objective = attack_objective(settings.method, loss_name, settings.loss_argument_order)
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32

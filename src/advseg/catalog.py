@@ -15,6 +15,8 @@ import warnings
 from importlib import resources
 from pathlib import Path
 
+from advseg.jobs import write_json
+
 ARCHITECTURES = (
     "Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet",
     "DeepLabV3", "DeepLabV3Plus", "PAN", "UPerNet", "Segformer", "DPT",
@@ -81,11 +83,8 @@ def check_buildable(models: list[tuple[str, str, str]], cache: Path | None = Non
         else:
             known.add(f"{arch}/{encoder}")
     if cache is not None:
-        partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")  # jobs may check at once
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            partial.write_text(json.dumps({"smp": smp_version, "buildable": sorted(known)}))
-            partial.replace(cache)
+            write_json(cache, {"smp": smp_version, "buildable": sorted(known)})  # jobs may check at once
         except OSError as error:  # a read-only home only costs the next check its seconds
             warnings.warn(f"{cache}: could not remember the models that built ({error}); "
                           f"set XDG_CACHE_HOME to a writable folder", stacklevel=2)

@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from advseg.jobs import atomic_path
 from advseg.models import IN_CHANNELS, build_model, input_channels
 
 # where common training code nests the weights inside a saved dict (Lightning, plain loops)
@@ -33,11 +34,8 @@ def save_weights(path: Path, model: nn.Module, arch: str, encoder: str,
     metadata = {"arch": arch, "encoder": encoder, "class_names": json.dumps(list(class_names)),
                 "in_channels": json.dumps(input_channels(model)),
                 **{key: json.dumps(value) for key, value in (extra or {}).items()}}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    save_file(state, str(partial), metadata=metadata)
-    partial.replace(path)  # a killed job leaves no half-written checkpoint behind
+    with atomic_path(path) as temporary:  # a killed job leaves no half-written checkpoint behind
+        save_file(state, str(temporary), metadata=metadata)
 
 
 def read_metadata(path: Path) -> dict:

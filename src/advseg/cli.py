@@ -17,6 +17,7 @@ STEPS = {
     "download": "prepare a dataset's slices, split and masks",
     "tracking": "create the MLflow store and experiment once, before the fan-out",
     "mlflow-sync": "log the runs recorded while the MLflow store was unreachable",
+    "mlflow-ui": "browse the runs: mlflow ui on the configured store",
     "train": "train one architecture x encoder",
     "checkpoint": "export the best weights and a model card with clean validation scores",
     "attack": "attack one model with one method and loss at every eps; clean vs attacked scores",

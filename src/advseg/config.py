@@ -1,9 +1,9 @@
 """The workflow config, checked and expanded into the DAG's axes.
 
-The Snakefile validates the config against ``workflow/schemas/config.schema.yaml``
-(types, ranges, defaults), then calls :func:`check_config` for the cross-field rules
-and the names that come from segmentation-models-pytorch, and :func:`study_plan` for
-the axes it expands over. Both run before any job and import no torch.
+The Snakefile calls :func:`validate_config`: the schema (:mod:`advseg.settings`: types,
+ranges, defaults), then :func:`check_config` for the cross-field rules and the names that
+come from segmentation-models-pytorch. The functions below give the axes it expands over.
+All of it runs before any job and imports no torch.
 """
 
 from __future__ import annotations
@@ -13,11 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from advseg import catalog
+from advseg import catalog, settings
 
-METHODS = ("fgsm", "pgd", "segpgd", "cospgd")
-# Defaults of attack.<method> for the iterative methods, as in the schema's $defs.
-ITERATIVE_DEFAULTS = {"steps": 10, "alpha": 0.25, "random_start": True, "restarts": 1}
+METHODS = tuple(settings.node("attack.methods")["items"]["enum"])
 # SegPGD and CosPGD weight element-wise BCE themselves: another attack loss changes nothing.
 BCE_ONLY_METHODS = ("segpgd", "cospgd")
 VARIANT_CHOICES = {"step": ("standard", "study"), "loss_argument_order": ("standard", "study"),
@@ -32,9 +30,9 @@ class ModelSpec:
     arch: str
     encoder: str
     key: str                        # where it is configured, e.g. models[2], for messages
-    checkpoint: str | None = None
-    encoder_weights: str | None = None
-    in_channels: int = 3
+    checkpoint: str | None
+    encoder_weights: str | None
+    in_channels: int
 
 
 @dataclass(frozen=True)
@@ -59,18 +57,12 @@ class AttackJob:
     attack_loss: str
 
 
-def validate_config(config: dict[str, Any], schema_path: Path, build_cache: Path | None = None) -> None:
-    """What the Snakefile does before any job: fill the schema's defaults, then every check.
+def validate_config(config: dict[str, Any], build_cache: Path | None = None) -> None:
+    """What the Snakefile does before any job: fill in the schema's defaults, then every check.
 
     Raises ValueError whose message starts with the key at fault.
     """
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate
-
-    try:
-        validate(config, str(schema_path))
-    except WorkflowError:
-        raise ValueError(schema_error(config, schema_path)) from None
+    settings.complete(config)
     check_config(config, build_cache)
 
 
@@ -84,7 +76,7 @@ def check_config(config: dict[str, Any], build_cache: Path | None = None) -> Non
             raise ValueError(f"models[{index}]: {name!r} is configured twice (models[{names[name]}] too); "
                              "give one of them a different 'name'")
         names[name] = index
-        checkpoint = model.get("checkpoint")
+        checkpoint = model["checkpoint"]
         if checkpoint is not None and not Path(checkpoint).is_file():
             raise ValueError(f"models[{index}].checkpoint: {checkpoint!r} is not a file")
     data = config["data"]
@@ -99,11 +91,9 @@ def check_config(config: dict[str, Any], build_cache: Path | None = None) -> Non
         if label in labels:
             raise ValueError(f"attack.epsilons: {labels[label]!r} and {eps!r} are the same eps")
         labels[label] = eps
-    for key, choices in VARIANT_CHOICES.items():
-        for value in as_list(attack[key]):
-            catalog.check_choice(f"attack.{key}", value, choices)
+    check_variant(attack)
     for key in ("correlation_eps", "transfer_eps"):
-        eps = config["report"].get(key)
+        eps = config["report"][key]
         if eps is not None and eps not in attack["epsilons"]:
             raise ValueError(f"report.{key}: {eps} is not one of attack.epsilons {attack['epsilons']}")
     if not attack_jobs(config):
@@ -113,9 +103,16 @@ def check_config(config: dict[str, Any], build_cache: Path | None = None) -> Non
                              for index, model in enumerate(config["models"])], build_cache)
 
 
+def check_variant(attack: dict[str, Any]) -> None:
+    """attack.step, .loss_argument_order and .input: each value one of its choices."""
+    for key, choices in VARIANT_CHOICES.items():
+        for value in as_list(attack[key]):
+            catalog.check_choice(f"attack.{key}", value, choices)
+
+
 def _check_data_source(data: dict[str, Any]) -> None:
     """The dataset's files are where the config says, before any job."""
-    options = data.get(data["name"], {})
+    options = data[data["name"]]
     if data["name"] == "uwmadison":
         root, source = options.get("root"), options.get("source")
         if root and source:
@@ -148,8 +145,8 @@ def _check_data_source(data: dict[str, Any]) -> None:
 
 def model_spec(model: dict[str, Any], index: int) -> ModelSpec:
     return ModelSpec(name=model.get("name") or f"{model['arch']}-{model['encoder']}", arch=model["arch"],
-                     encoder=model["encoder"], key=f"models[{index}]", checkpoint=model.get("checkpoint"),
-                     encoder_weights=model.get("encoder_weights"), in_channels=model.get("in_channels", 3))
+                     encoder=model["encoder"], key=f"models[{index}]", checkpoint=model["checkpoint"],
+                     encoder_weights=model["encoder_weights"], in_channels=model["in_channels"])
 
 
 def model_specs(config: dict[str, Any]) -> dict[str, ModelSpec]:
@@ -173,11 +170,10 @@ def methods(config: dict[str, Any]) -> list[str]:
     return [attack["method"]] if attack.get("method") else list(attack["methods"])
 
 
-def method_settings(config: dict[str, Any], method: str) -> dict[str, Any]:
-    """attack.<method> with the defaults filled in (FGSM: one step, no random start)."""
-    if method == "fgsm":
-        return {}
-    return {**ITERATIVE_DEFAULTS, **config["attack"].get(method, {})}
+def job_settings(config: dict[str, Any], job: AttackJob) -> dict[str, Any]:
+    """One attack job's part of the attack section: its method, the method's settings and the
+    variant (what ``advseg attack --settings`` takes)."""
+    return {"method": job.method, job.method: config["attack"][job.method], **job.variant.__dict__}
 
 
 def variants(config: dict[str, Any]) -> list[Variant]:
@@ -213,8 +209,18 @@ def correlation_eps(config: dict[str, Any]) -> float:
 
 
 def transfer_eps(config: dict[str, Any]) -> float:
-    eps = config["report"].get("transfer_eps")
+    eps = config["report"]["transfer_eps"]
     return correlation_eps(config) if eps is None else eps
+
+
+def tracking_uri(config: dict[str, Any]) -> str:
+    """mlflow.tracking_uri; null is the SQLite store in results_dir."""
+    return config["mlflow"]["tracking_uri"] or f"sqlite:///{config['results_dir']}/mlflow.db"
+
+
+def tracking_file(config: dict[str, Any]) -> Path:
+    """Where the ``tracking`` rule records the store and the experiment every job logs into."""
+    return Path(config["results_dir"]) / "mlflow" / "tracking.json"
 
 
 def eps_label(eps: float) -> str:
@@ -224,19 +230,3 @@ def eps_label(eps: float) -> str:
 
 def as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def schema_error(config: dict[str, Any], schema_path: Path) -> str | None:
-    """The config's most relevant schema violation as 'key.path: message', or None.
-
-    Snakemake's own message buries the key in a dump of the schema; this names it first.
-    """
-    import jsonschema
-    import yaml
-
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
-    if error is None:
-        return None
-    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path).lstrip(".")
-    return f"{key or 'config'}: {error.message}"

@@ -1,4 +1,4 @@
-"""Chores every workflow job shares: logging, JSON files written whole or not at all."""
+"""Chores every workflow job shares: logging, and outputs written whole or not at all."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 
 def setup_logging() -> None:
@@ -19,10 +21,9 @@ def setup_logging() -> None:
 
 
 def write_json(path: Path, data: dict | list) -> None:
-    """Write JSON via a temporary file and a rename, so no reader sees half a file."""
-    with atomic_file(path, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=False)
-        handle.write("\n")
+    """Write JSON whole or not at all (see :func:`atomic_path`)."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def write_file_list(paths, out: Path, log: Path) -> None:
@@ -42,34 +43,63 @@ def read_file_list(path: Path) -> list[Path]:
 
 
 def write_npz(path: Path, arrays: dict) -> None:
-    """Write an uncompressed .npz via a temporary file and a rename."""
+    """Write an uncompressed .npz whole or not at all (see :func:`atomic_path`)."""
     import numpy as np
 
-    with atomic_file(path, "wb") as handle:
-        np.savez(handle, **arrays)
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        np.savez(handle, **arrays)  # through a handle: np.savez would append .npz to another name
+
+
+PARTIAL_PREFIX = ".partial-"
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, mode: str):
-    """A temporary file beside ``path`` renamed onto it if the block succeeds, else removed.
+def atomic_path(target: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
+    """A temporary path beside ``target`` that replaces it only if the block succeeds.
 
-    An OSError (full disk, read-only folder) names ``path``: a failed write says which output it was.
+    The block writes the file (with ``directory=True``: fills the directory) at the yielded
+    path, ``.partial-<random>-<target's name>``: hidden, and ending like the target, so writers
+    that go by the suffix still work. On success it is renamed onto ``target`` (an existing
+    directory there is removed only once the new one is in place), so a reader, or a job
+    killed mid-write, never sees half an output. On any error it is removed; an OSError is
+    raised again naming ``target``, so a full disk says which output it was.
     """
-    path = Path(path)
-    name = None
+    target = Path(target)
+    temporary = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        encoding = None if "b" in mode else "utf-8"
-        with tempfile.NamedTemporaryFile(mode, dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False,
-                                         encoding=encoding) as handle:
-            name = handle.name
-            yield handle
-        os.replace(name, path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        name = {"dir": target.parent, "prefix": PARTIAL_PREFIX, "suffix": f"-{target.name}"}
+        if directory:
+            temporary = Path(tempfile.mkdtemp(**name))
+        else:
+            handle, file_name = tempfile.mkstemp(**name)
+            os.close(handle)
+            temporary = Path(file_name)
+        yield temporary
+        _replace(temporary, target)
     except OSError as error:
-        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
+        raise OSError(error.errno, error.strerror or str(error), str(target)) from error
     finally:
-        if name is not None and os.path.exists(name):
-            os.unlink(name)
+        if temporary is not None and temporary.is_dir():
+            shutil.rmtree(temporary, ignore_errors=True)
+        elif temporary is not None:
+            temporary.unlink(missing_ok=True)
+
+
+def _replace(temporary: Path, target: Path) -> None:
+    if not target.is_dir() or target.is_symlink():
+        os.replace(temporary, target)
+        return
+    retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=PARTIAL_PREFIX, suffix=f"-{target.name}.old"))
+    try:
+        os.replace(target, retired / target.name)
+        try:
+            os.replace(temporary, target)
+        except OSError:
+            os.replace(retired / target.name, target)  # the old one stays
+            raise
+    finally:
+        shutil.rmtree(retired, ignore_errors=True)
 
 
 def read_npz(path: Path, required: tuple[str, ...], producer: str) -> dict:

@@ -77,9 +77,7 @@ def inner_folds(folds: int) -> int:
 
 def fold_split(groups: np.ndarray, volumes: np.ndarray, positions: np.ndarray, folds: int, fold: int,
                guard: int) -> FoldSplit:
-    """The training, inner-validation and held-out rows of outer fold ``fold``."""
-    if guard < 0:
-        raise ValueError(f"data.guard: {guard} is negative")
+    """The training, inner-validation and held-out rows of outer fold ``fold`` (``guard``: data.guard, >= 0)."""
     held_out = group_kfold_validation(groups, folds, fold)
     candidates = ~near(volumes, positions, held_out, guard)
     rows = np.flatnonzero(candidates)

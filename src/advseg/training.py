@@ -30,6 +30,7 @@ from torch import nn
 
 from advseg.datasets.prepared import PreparedFold
 from advseg.inference import predict_masks
+from advseg.jobs import atomic_path
 from advseg.losses import get_loss
 from advseg.metrics import summarize
 from advseg.models import as_model_input
@@ -39,18 +40,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    epochs: int = 30              # passes over the training slices
-    batch_size: int = 16
-    lr: float = 1e-3              # AdamW learning rate at the start of the cosine schedule
-    min_lr: float = 5e-6          # learning rate reached at the last epoch
-    weight_decay: float = 1e-2
-    loss: str = "dicefocal"       # a name from advseg.losses.LOSSES
-    augment: bool = True          # random flips, rot90, brightness/contrast
-    amp: bool = True              # mixed precision on CUDA (ignored on the CPU)
-    seed: int = 42
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+    """The config's ``training`` section (meaning and defaults: the schema) and one of its ``seeds``."""
+    epochs: int
+    batch_size: int
+    lr: float
+    min_lr: float
+    weight_decay: float
+    loss: str
+    augment: bool
+    amp: bool
+    seed: int
 
 
 @dataclass
@@ -70,8 +69,6 @@ def plan_batches(n: int, batch_size: int) -> list[slice]:
     In train mode a BatchNorm after global pooling (DeepLabV3, DeepLabV3Plus, PSPNet)
     sees one value per channel in a batch of one slice and fails.
     """
-    if batch_size < 1:
-        raise ValueError(f"training.batch_size: {batch_size} is below 1")
     if n < 2:
         raise ValueError(f"the fold has {n} training slice(s); at least 2 are needed (fewer data.folds, "
                          f"a smaller data.guard?)")
@@ -123,10 +120,8 @@ class ResumeFile:
         return cls(path, fingerprint, state)
 
     def save(self, state: dict) -> None:
-        partial = self.path.with_name(self.path.name + ".partial")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({**state, "fingerprint": self.fingerprint}, partial)
-        partial.replace(self.path)  # atomic: a kill mid-write leaves the previous state intact
+        with atomic_path(self.path) as temporary:  # a kill mid-write leaves the previous state intact
+            torch.save({**state, "fingerprint": self.fingerprint}, temporary)
 
 
 def augment(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator):

@@ -33,9 +33,8 @@ rule aggregate:
             for model, path in example_grids().items()
         ],
     params:
-        settings=as_json("report", training_loss=config["training"]["loss"]),
-        correlation_eps=CORRELATION_EPS,
-        transfer_eps=TRANSFER_EPS,
+        settings=as_json("report", correlation_eps=float(CORRELATION_EPS), transfer_eps=float(TRANSFER_EPS)),
+        training_loss=config["training"]["loss"],
         examples_dir=lambda wildcards, output: Path(output.grids[0]).parent,
     log:
         f"{RESULTS}/logs/aggregate.log",
@@ -46,7 +45,7 @@ rule aggregate:
     shell:
         "advseg aggregate --tracking {input.tracking} --attacks {input.attacks} --cards {input.cards}"
         " --transfers {input.transfers} --examples {input.examples} --settings {params.settings:q}"
-        " --correlation-eps {params.correlation_eps} --transfer-eps {params.transfer_eps}"
+        " --training-loss {params.training_loss}"
         " --claims-md {output.claims} --summary-csv {output.summary} --replicates-csv {output.replicates}"
         " --losses-md {output.losses_md} --losses-csv {output.losses_csv} --ablation-md {output.ablation}"
         " --size-csv {output.size_csv} --size-md {output.size_md} --transfer-csv {output.transfer_csv}"

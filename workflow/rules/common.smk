@@ -9,12 +9,11 @@ from snakemake.exceptions import WorkflowError
 
 from advseg.catalog import build_cache_path
 from advseg.jobs import write_file_list
-from advseg.config import (attack_jobs, correlation_eps, eps_label, method_settings, model_specs, replicates,
-                           transfer_eps, validate_config)
+from advseg.config import (attack_jobs, correlation_eps, eps_label, job_settings, model_specs, replicates,
+                           tracking_file, tracking_uri, transfer_eps, validate_config)
 
 try:
-    validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml",
-                    build_cache=build_cache_path())
+    validate_config(config, build_cache=build_cache_path())
 except ValueError as error:
     raise WorkflowError(f"invalid config: {error}") from None
 
@@ -26,12 +25,12 @@ EPS_LABELS = [eps_label(eps) for eps in ATTACK["epsilons"]]
 CORRELATION_EPS = eps_label(correlation_eps(config))
 TRANSFER_EPS = eps_label(transfer_eps(config))
 PREPARED_DATA = f"{RESULTS}/data/{config['data']['name']}"
-TRACKING_URI = config["mlflow"]["tracking_uri"] or f"sqlite:///{RESULTS}/mlflow.db"
+TRACKING_URI = tracking_uri(config)
 
 MODEL_DIR = f"{RESULTS}/models/{{model}}/fold_{{fold}}/seed_{{seed}}"
 # plain paths, not rules.<name>.output: Snakemake's check of rule dependencies hashes every
 # input list once per input file, which made planning a 100-model grid quadratic in its inputs
-TRACKING_FILE = f"{RESULTS}/mlflow/tracking.json"
+TRACKING_FILE = str(tracking_file(config))
 CHECKPOINT = {"model": f"{MODEL_DIR}/model.safetensors", "card": f"{MODEL_DIR}/model_card.json"}
 PERTURBATION_LIST = f"{RESULTS}/transfer/fold_{{fold}}/seed_{{seed}}/perturbations.json"
 ATTACK_DIR = f"{RESULTS}/attacks/{{model}}/fold_{{fold}}/seed_{{seed}}/{{method}}/{{variant}}/{{attack_loss}}"
@@ -77,8 +76,7 @@ def attack_settings(wildcards):
     """The method's settings and the variant, as JSON for `advseg attack --settings`."""
     job = next(job for job in ATTACK_JOBS if (job.method, job.variant.label, job.attack_loss)
                == (wildcards.method, wildcards.variant, wildcards.attack_loss))
-    return json.dumps({"method": job.method, **method_settings(config, job.method), **job.variant.__dict__},
-                      sort_keys=True)
+    return json.dumps(job_settings(config, job), sort_keys=True)
 
 
 def trained_or_imported(wildcards):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from advseg import settings
+
 
 def add_data_arguments(parser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="prepared dataset folder of 'advseg download'")
@@ -22,7 +24,12 @@ def add_model_arguments(parser) -> None:
     parser.add_argument("--card", type=Path, required=True, help="model card (.json) of 'advseg checkpoint'")
 
 
-def add_compute_arguments(parser, batch_size: int | None = 32) -> None:
-    if batch_size is not None:
-        parser.add_argument("--batch-size", type=int, default=batch_size, help="slices per forward pass")
+def add_compute_arguments(parser, batch_size: bool = True) -> None:
+    if batch_size:
+        parser.add_argument("--batch-size", type=int, default=settings.default("attack.batch_size"),
+                            help="slices per forward pass (default: attack.batch_size's)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+
+
+def add_in_channels_argument(parser, help: str) -> None:
+    parser.add_argument("--in-channels", type=int, default=settings.default("models.in_channels"), help=help)

@@ -44,10 +44,9 @@ def add_arguments(parser) -> None:
                              "each must sit beside one of --attacks")
     options = parser.add_argument_group("options")
     options.add_argument("--settings", required=True,
-                         help="the config's report section with training_loss (the training.loss), as JSON")
-    options.add_argument("--correlation-eps", type=float, required=True,
-                         help="eps at which model size is correlated with attack success")
-    options.add_argument("--transfer-eps", type=float, required=True, help="eps of the transfer table")
+                         help="the config's report section as JSON, with correlation_eps and transfer_eps resolved")
+    options.add_argument("--training-loss", required=True,
+                         help="training.loss: the loss the study's claim 'BCE beats the training loss' is about")
     outputs = parser.add_argument_group("outputs")
     for flag, text in OUTPUTS:
         outputs.add_argument(flag, type=Path, required=True, help=text)
@@ -62,7 +61,7 @@ def run(args) -> None:
     from advseg.report.settings import ReportSettings
     from advseg.settings import from_mapping
 
-    settings = from_mapping(ReportSettings, _report_section(args.settings), "report")
+    settings = from_mapping(ReportSettings, args.settings, "report", training_loss=args.training_loss)
     loaded = runs.load_runs(args.attacks, args.cards)
     examples = {model: plots.load_examples(files)  # read now: a bad one stops before any output
                 for model, files in runs.examples_by_model(loaded, args.examples).items()}
@@ -72,10 +71,10 @@ def run(args) -> None:
     summary = tables.summary_table(every_run, unit_table, settings)
     replicates = tables.replicate_table(unit_table, summary, settings)
     losses = comparisons.loss_comparisons(unit_table, settings)
-    size_points = size.model_points(replicates, settings.metric, args.correlation_eps, settings.min_clean_score)
-    size_table = size.size_table(replicates, settings, args.correlation_eps)
-    judgements = claims.judge_all(unit_table, replicates, settings, args.correlation_eps)
-    transfer = tables.transfer_table(args.transfers, summary, args.transfer_eps)
+    size_points = size.model_points(replicates, settings.metric, settings.correlation_eps, settings.min_clean_score)
+    size_table = size.size_table(replicates, settings)
+    judgements = claims.judge_all(unit_table, replicates, settings)
+    transfer = tables.transfer_table(args.transfers, summary, settings.transfer_eps)
     checks = sanity.sanity_checks(replicates, loaded, transfer, settings.metric)
 
     write_csv(summary, args.summary_csv)
@@ -85,11 +84,11 @@ def run(args) -> None:
     write_text(comparisons.ablation_markdown(losses, settings, unit), args.ablation_md)
     write_csv(size_table, args.size_csv)
     write_text(size.size_markdown(size_table, settings), args.size_md)
-    write_text(claims.claims_markdown(judgements, settings, unit_table, args.correlation_eps, unit), args.claims_md)
+    write_text(claims.claims_markdown(judgements, settings, unit_table, unit), args.claims_md)
     write_csv(transfer, args.transfer_csv)
     write_text(sanity.sanity_markdown(checks, settings.metric), args.sanity_md)
     write_csv(checks, args.sanity_csv)
-    plots.plot_size(size_points, size_table, settings.metric, args.correlation_eps, args.size_plot)
+    plots.plot_size(size_points, size_table, settings.metric, settings.correlation_eps, args.size_plot)
     plots.plot_dice_vs_eps(replicates, settings.metric, args.dice_plot)
     plots.plot_loss_curve(loaded, args.loss_plot)
     plots.plot_transfer(transfer, settings.metric, args.transfer_plot)
@@ -97,8 +96,7 @@ def run(args) -> None:
     for grid, figures in zip(grids, examples.values()):
         plots.plot_example_grid(figures, grid)
 
-    params = {**asdict(settings), "correlation_eps": args.correlation_eps,
-              "transfer_eps": args.transfer_eps, "unit": unit, "n_models": summary["model"].nunique(),
+    params = {**asdict(settings), "unit": unit, "n_models": summary["model"].nunique(),
               "n_units": int(unit_table[["fold", "unit"]].drop_duplicates().shape[0]),
               "n_replicates": int(summary[["seed", "fold"]].drop_duplicates().shape[0]),
               "attacks": ",".join(sorted(summary["attack"].unique())),
@@ -118,17 +116,6 @@ def run(args) -> None:
     write_json(args.run_record, {"mlflow_run_id": run_id, "size": size_table.to_dict(orient="records")})
     log.info("%d results of %d models over %d units (%s); %d flagged sanity rows -> %s", len(summary),
              summary["model"].nunique(), params["n_units"], unit, metrics["sanity_flags"], args.claims_md)
-
-
-def _report_section(text: str) -> dict:
-    """The report section as the rule passes it; the eps keys travel as their own arguments."""
-    import json
-
-    try:
-        section = json.loads(text)
-    except ValueError as error:
-        raise ValueError(f"report: --settings is not JSON ({error})") from None
-    return {key: value for key, value in section.items() if key not in ("correlation_eps", "transfer_eps")}
 
 
 def log_aggregate_run(tracking_file: Path, params: dict, metrics: dict, artifacts: dict[str, list[Path]]) -> str:

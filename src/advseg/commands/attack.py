@@ -23,7 +23,8 @@ def add_arguments(parser) -> None:
     add_compute_arguments(parser)
     parser.add_argument("--loss", required=True, help="attack loss, a name from advseg.losses")
     parser.add_argument("--settings", required=True,
-                        help="method, its settings and the variant (step, loss_argument_order, input), as JSON")
+                        help="the job's part of the attack section as JSON: method, attack.<method> and the variant "
+                             "(step, loss_argument_order, input); what it leaves out comes from the schema")
     parser.add_argument("--epsilons", nargs="+", required=True, help="L-inf sizes in [0, 1], as in file names")
     parser.add_argument("--transfer-eps", required=True, help="eps whose perturbation is kept for transfer")
     parser.add_argument("--out-dir", type=Path, required=True,
@@ -41,15 +42,15 @@ def run(args) -> None:
     from advseg.jobs import read_json, write_json
     from advseg.losses import get_loss
     from advseg.models import as_model_input_array
-    from advseg.settings import from_mapping
+    from advseg.settings import fill
     from advseg.tracking import Tracking, job_run
 
-    settings = from_mapping(attacks.AttackSettings, args.settings, "attack")
-    settings.validate()
+    settings = attacks.AttackSettings.from_section(args.settings)
     variant = Variant(settings.step, settings.loss_argument_order, settings.input)  # the label and its parts
     method_settings = settings.method_settings()
     get_loss(args.loss)
     epsilons = {label: _parse_eps(label) for label in args.epsilons}
+    fill("attack", {"epsilons": list(epsilons.values()), "batch_size": args.batch_size})  # before any work
     if args.transfer_eps not in epsilons:
         raise ValueError(f"report.transfer_eps: {args.transfer_eps} is not one of the attacked eps {args.epsilons}")
     card = read_json(args.card, ("arch", "encoder", "model", "params", "fold", "seed", "mlflow_run_id",
@@ -108,8 +109,6 @@ def _parse_eps(label: str) -> float:
         eps = float(label)
     except ValueError:
         raise ValueError(f"attack.epsilons: {label!r} is not a number") from None
-    if not 0 <= eps <= 1:
-        raise ValueError(f"attack.epsilons: {label} is outside [0, 1]")
     return eps
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from advseg.commands import add_compute_arguments, add_data_arguments, add_tracking_argument
+from advseg.commands import add_compute_arguments, add_data_arguments, add_in_channels_argument, add_tracking_argument
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def add_arguments(parser) -> None:
     source.add_argument("--history", type=Path, help="history JSON of 'advseg train'")
     source.add_argument("--arch", help="architecture of an imported state_dict (with --encoder)")
     parser.add_argument("--encoder", help="encoder of an imported state_dict")
-    parser.add_argument("--in-channels", type=int, default=3, help="input channels of an imported state_dict")
+    add_in_channels_argument(parser, "input channels of an imported state_dict")
     parser.add_argument("--key", default="model", help="where the imported model is configured, for messages")
     parser.add_argument("--model-out", type=Path, required=True, help="exported weights (.safetensors)")
     parser.add_argument("--card-out", type=Path, required=True, help="model card (.json)")

@@ -6,7 +6,7 @@ import logging
 import time
 from pathlib import Path
 
-from advseg.commands import add_compute_arguments, add_data_arguments, add_tracking_argument
+from advseg.commands import add_compute_arguments, add_data_arguments, add_in_channels_argument, add_tracking_argument
 
 log = logging.getLogger(__name__)
 
@@ -14,16 +14,16 @@ log = logging.getLogger(__name__)
 def add_arguments(parser) -> None:
     add_data_arguments(parser)
     add_tracking_argument(parser)
-    add_compute_arguments(parser, batch_size=None)
+    add_compute_arguments(parser, batch_size=False)
     parser.add_argument("--arch", required=True)
     parser.add_argument("--encoder", required=True)
     parser.add_argument("--name", default=None, help="the model's name in paths and tables (default arch-encoder)")
     parser.add_argument("--encoder-weights", default=None, help="pretrained encoder weights, e.g. imagenet")
-    parser.add_argument("--in-channels", type=int, default=3, help="3: grey copied to 3 channels; 1: grey alone")
+    add_in_channels_argument(parser, "3: grey copied to 3 channels; 1: grey alone")
     parser.add_argument("--key", default="model", help="where the model is configured, e.g. models[2], for messages")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="training seed (one of the config's seeds); overrides the settings' seed")
-    parser.add_argument("--settings", required=True, help="the config's training section, as JSON")
+    parser.add_argument("--seed", type=int, required=True, help="training seed (one of the config's seeds)")
+    parser.add_argument("--settings", required=True,
+                        help="the config's training section as JSON; what it leaves out comes from the schema")
     parser.add_argument("--weights", type=Path, required=True, help="best epoch's weights (.safetensors)")
     parser.add_argument("--history", type=Path, required=True, help="per-epoch metrics and run ids (.json)")
     parser.add_argument("--resume-state", type=Path, required=True,
@@ -31,8 +31,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> None:
-    import dataclasses
-
     from advseg import settings as settings_mod
     from advseg.checkpoints import save_weights
     from advseg.datasets import open_fold
@@ -42,9 +40,7 @@ def run(args) -> None:
     from advseg.tracking import Tracking, job_run, mark_killed
     from advseg.training import ResumeFile, TrainingSettings, resume_fingerprint, set_seed, train_model
 
-    training = settings_mod.from_mapping(TrainingSettings, args.settings, "training")
-    if args.seed is not None:
-        training = dataclasses.replace(training, seed=args.seed)
+    training = settings_mod.from_mapping(TrainingSettings, args.settings, "training", seed=args.seed)
     tracking = Tracking.load(args.tracking)
     data = open_fold(args.data, args.fold)  # checks every file it will read before any work
     set_threads(args.threads)

@@ -89,13 +89,12 @@ def bce_stronger(units: pd.DataFrame, variant: str, metric: str, settings: Repor
     return Judgement(out, _summary(out, "bce stronger", f"{train} stronger", "method x eps"))
 
 
-def unrelated_to_size(replicates: pd.DataFrame, variant: str, metric: str, settings: ReportSettings,
-                      eps: float) -> Judgement:
-    """Claim 2: the size table's rows for ``variant`` (every attack x loss) at ``eps``."""
+def unrelated_to_size(replicates: pd.DataFrame, variant: str, metric: str, settings: ReportSettings) -> Judgement:
+    """Claim 2: the size table's rows for ``variant`` (every attack x loss) at ``report.correlation_eps``."""
     rows = replicates[replicates["variant"] == variant]
-    if at_eps(rows, eps).empty:
+    if at_eps(rows, settings.correlation_eps).empty:
         return Judgement([], "not run")
-    table = size_table(rows, replace(settings, metric=metric), eps)
+    table = size_table(rows, replace(settings, metric=metric))
     out = table.to_dict(orient="records")
     supports = [r for r in out if r["verdict"].startswith(NONE)]
     against = [r for r in out if r["verdict"] in (MORE, LESS)]
@@ -141,8 +140,8 @@ def _summary(rows: list[dict], supports: str, against: str, over: str) -> str:
     return f"{UNDECIDED}: {NO_DIFFERENCE} in any {over} row"
 
 
-def judge_all(units: pd.DataFrame, replicates: pd.DataFrame, settings: ReportSettings,
-              eps: float) -> dict[tuple[int, str], tuple[Judgement, list[str]]]:
+def judge_all(units: pd.DataFrame, replicates: pd.DataFrame,
+              settings: ReportSettings) -> dict[tuple[int, str], tuple[Judgement, list[str]]]:
     """(claim index, protocol) -> its judgement and the ablation cells that flip its verdict."""
     variants = sorted(units["variant"].unique())
 
@@ -150,7 +149,7 @@ def judge_all(units: pd.DataFrame, replicates: pd.DataFrame, settings: ReportSet
         if claim == 0:
             return vulnerable(units, variant, metric, settings)
         if claim == 1:
-            return unrelated_to_size(replicates, variant, metric, settings, eps)
+            return unrelated_to_size(replicates, variant, metric, settings)
         return bce_stronger(units, variant, metric, settings)
 
     out = {}
@@ -186,7 +185,7 @@ def _cell_name(variant: str, metric: str) -> str:
     return f"{options}, report.metric={metric}"
 
 
-def claims_markdown(judgements: dict, settings: ReportSettings, units: pd.DataFrame, eps: float, unit: str) -> str:
+def claims_markdown(judgements: dict, settings: ReportSettings, units: pd.DataFrame, unit: str) -> str:
     """``claims.md``: one verdict per claim and protocol, the rows behind it, and what would flip it."""
     n = int(units[["fold", "unit"]].drop_duplicates().shape[0])
     models = units.drop_duplicates("model")
@@ -225,11 +224,11 @@ def claims_markdown(judgements: dict, settings: ReportSettings, units: pd.DataFr
             judgement, _ = judgements[(claim, protocol)]
             lines += [f"### {protocol.capitalize()} protocol: {judgement.verdict}", ""]
             if judgement.rows:
-                lines += RENDER[claim](judgement.rows, settings, eps) + [""]
+                lines += RENDER[claim](judgement.rows, settings) + [""]
     return "\n".join(lines)
 
 
-def _vulnerable_rows(rows: list[dict], settings: ReportSettings, eps: float) -> list[str]:
+def _vulnerable_rows(rows: list[dict], settings: ReportSettings) -> list[str]:
     out = [md.row(["eps", "attack", "units", "drop [CI]", "relative drop", "p", "p adj.", "verdict"]),
            md.rule("rlrrrrrl")]
     out += [md.row([f"{r['eps']:g}", r["attack"], r["n_units"], md.interval(r["effect"], r["ci_low"], r["ci_high"]),
@@ -239,7 +238,7 @@ def _vulnerable_rows(rows: list[dict], settings: ReportSettings, eps: float) -> 
                       "points); relative drop: the study's (clean − adv) / clean, mean over models, for reading only."]
 
 
-def _size_rows(rows: list[dict], settings: ReportSettings, eps: float) -> list[str]:
+def _size_rows(rows: list[dict], settings: ReportSettings) -> list[str]:
     out = [md.row(["attack", "loss", "models", "ρ [CI]", "p adj.", "partial r | clean [CI]", "detectable |ρ|",
                    "verdict"]), md.rule("llrrrrrl")]
     out += [md.row([r["attack"], r["attack_loss"], r["n_models"],
@@ -247,10 +246,10 @@ def _size_rows(rows: list[dict], settings: ReportSettings, eps: float) -> list[s
                     md.p_value(r["spearman_p_adjusted"]), md.interval(r["partial_r"], r["partial_ci_low"],
                                                                       r["partial_ci_high"]),
                     md.num(r["detectable_rho"], 2), r["verdict"]]) for r in rows]
-    return out + ["", f"At eps {eps:g}; one point per model; details in `tables/size.md`."]
+    return out + ["", f"At eps {settings.correlation_eps:g}; one point per model; details in `tables/size.md`."]
 
 
-def _bce_rows(rows: list[dict], settings: ReportSettings, eps: float) -> list[str]:
+def _bce_rows(rows: list[dict], settings: ReportSettings) -> list[str]:
     out = [md.row(["attack", "eps", "units", f"BCE − {settings.training_loss} [CI]", "p", "p adj.", "verdict"]),
            md.rule("lrrrrrl")]
     out += [md.row([r["attack"], f"{r['eps']:g}", r["n_units"], md.interval(r["effect"], r["ci_low"], r["ci_high"]),

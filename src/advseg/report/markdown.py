@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from advseg.jobs import atomic_file
+from advseg.jobs import atomic_path
 
 
 def row(cells) -> str:
@@ -53,10 +53,10 @@ def format_params(params: float) -> str:
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:
     """Six significant digits: more than any interval here can resolve."""
-    with atomic_file(path, "w") as handle:
-        df.to_csv(handle, index=False, float_format="%.6g")
+    with atomic_path(path) as temporary:
+        df.to_csv(temporary, index=False, float_format="%.6g")
 
 
 def write_text(text: str, path: Path) -> None:
-    with atomic_file(path, "w") as handle:
-        handle.write(text)
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")

@@ -20,7 +20,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from advseg.jobs import atomic_file  # noqa: E402
+from advseg.jobs import atomic_path  # noqa: E402
 from advseg.records import read_example  # noqa: E402
 from advseg.report.markdown import format_params  # noqa: E402
 from advseg.report.runs import WORST, AttackRun  # noqa: E402
@@ -308,8 +308,8 @@ def _save(fig: plt.Figure, path: Path, tight: bool = True) -> None:
     """Write the figure whole or not at all, and close it. ``tight=False`` for a figure laid out
     already: a tight bounding box draws the figure twice."""
     try:
-        with atomic_file(Path(path), "wb") as handle:
-            fig.savefig(handle, dpi=DPI, bbox_inches="tight" if tight else None,
+        with atomic_path(path) as temporary:
+            fig.savefig(temporary, dpi=DPI, bbox_inches="tight" if tight else None,
                         format=Path(path).suffix.lstrip(".") or "png")
     finally:
         plt.close(fig)

@@ -1,4 +1,8 @@
-"""The config's ``report`` section as the aggregate step uses it (defaults live in the schema)."""
+"""The config's ``report`` section as the aggregate step uses it (defaults live in the schema).
+
+Besides the section, the step needs the training loss (the study's "training loss" of claim 3),
+and the two eps the workflow resolves from null.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ class ReportSettings:
     """How results are summarised and judged; see workflow/schemas/config.schema.yaml, section report."""
 
     metric: str                    # dice | dice_study: the protocol behind every comparison
+    correlation_eps: float         # eps of the size question (the workflow resolves null: the middle eps)
+    transfer_eps: float            # eps of the transfer table
     alpha: float                   # level of every test; intervals are at 1 - alpha
     multiplicity: str              # holm | bh | none, over each family of tests
     family: str                    # table | model | eps: what one family of loss comparisons is
@@ -38,6 +44,9 @@ class ReportSettings:
             raise ValueError(f"report.min_units: {self.min_units}; no interval can rest on fewer than 2 units")
         if self.n_bootstrap < MIN_BOOTSTRAP:
             raise ValueError(f"report.n_bootstrap: {self.n_bootstrap} resamples; use at least {MIN_BOOTSTRAP}")
+        for key in ("correlation_eps", "transfer_eps"):
+            if getattr(self, key) is None:
+                raise ValueError(f"report.{key}: give the eps (the workflow resolves null to the middle attacked eps)")
         if not 0 <= self.negligible_correlation < 1:
             raise ValueError(f"report.negligible_correlation: {self.negligible_correlation} must lie in [0, 1)")
 

@@ -54,8 +54,9 @@ def model_points(replicates: pd.DataFrame, metric: str, eps: float, floor: float
                          "kept": rows[f"{clean}_mean"] >= floor}).reset_index(drop=True)
 
 
-def size_table(replicates: pd.DataFrame, settings: ReportSettings, eps: float) -> pd.DataFrame:
-    """Per attack x loss x variant: every statistic of the size question at ``eps`` (see module doc)."""
+def size_table(replicates: pd.DataFrame, settings: ReportSettings) -> pd.DataFrame:
+    """Per attack x loss x variant: every statistic of the size question at ``report.correlation_eps``."""
+    eps = settings.correlation_eps
     points = model_points(replicates, settings.metric, eps, settings.min_clean_score)
     rows = []
     for (attack, loss, variant), group in points.groupby(["attack", "attack_loss", "variant"], sort=False):
