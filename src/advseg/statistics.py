@@ -21,6 +21,7 @@ seeded generator, so a rerun gives the same numbers.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -31,7 +32,6 @@ from scipy import stats
 MULTIPLICITY = ("holm", "bh", "none")
 EXACT_SIGN_FLIP_UNITS = 16     # up to 2^16 sign vectors are enumerated; beyond, drawn at random
 EXACT_PERMUTATION_ITEMS = 8    # up to 8! orderings are enumerated; beyond, drawn at random
-CHUNK = 2000                   # resamples built at once (bounds memory)
 
 
 # --- hierarchical bootstrap -----------------------------------------------------------------
@@ -57,21 +57,29 @@ def hierarchical_means(folds: list[np.ndarray], n_resamples: int, seed: int = 0)
             raise ValueError(f"each fold needs a (seeds, units, {k}) array with at least one seed and unit")
         if np.isnan(f).any():
             raise ValueError("hierarchical_means takes no NaN: drop units without a score first")
+    fold_counts, within = _draws(n_resamples, seed, tuple(f.shape[:2] for f in folds))
+    total = np.zeros((n_resamples, k))
+    cells = np.zeros(n_resamples)
+    for f, (values, (seed_counts, unit_counts)) in enumerate(zip(folds, within)):
+        seeds, units = values.shape[:2]
+        total += fold_counts[:, f, None] * np.einsum("bs,suk,bu->bk", seed_counts, values, unit_counts)
+        cells += fold_counts[:, f] * seeds * units
+    return total / cells[:, None]
+
+
+@functools.lru_cache(maxsize=32)
+def _draws(n_resamples: int, seed: int, shapes: tuple[tuple[int, int], ...]):
+    """The counts of every draw: folds (B, F), and per fold its seeds (B, S) and units (B, U).
+
+    They depend only on the seed and the shapes, so every row of a table with the same design
+    is resampled the same way (common random numbers), and drawn once.
+    """
     rng = np.random.default_rng(seed)
-    out = np.empty((n_resamples, k))
-    for start in range(0, n_resamples, CHUNK):
-        b = min(CHUNK, n_resamples - start)
-        fold_counts = _counts(rng, len(folds), b)
-        total = np.zeros((b, k))
-        cells = np.zeros(b)
-        for f, values in enumerate(folds):
-            seeds, units = values.shape[:2]
-            seed_counts = _counts(rng, seeds, b)
-            unit_counts = _counts(rng, units, b)
-            total += fold_counts[:, f, None] * np.einsum("bs,suk,bu->bk", seed_counts, values, unit_counts)
-            cells += fold_counts[:, f] * seeds * units
-        out[start:start + b] = total / cells[:, None]
-    return out
+    fold_counts = _counts(rng, len(shapes), n_resamples)
+    within = tuple((_counts(rng, seeds, n_resamples), _counts(rng, units, n_resamples)) for seeds, units in shapes)
+    for array in (fold_counts, *(a for pair in within for a in pair)):
+        array.flags.writeable = False
+    return fold_counts, within
 
 
 def cell_mean(folds: list[np.ndarray]) -> np.ndarray:

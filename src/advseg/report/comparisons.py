@@ -22,7 +22,8 @@ from advseg import statistics
 from advseg.report import markdown as md
 from advseg.report.runs import WORST
 from advseg.report.settings import ReportSettings
-from advseg.report.units import metric_columns
+from advseg.metrics import nanmean
+from advseg.report.units import columns, metric_columns
 
 CELL_COLUMNS = ("model", "params", "attack", "variant", "step", "loss_argument_order", "input", "eps")
 NO_DIFFERENCE = "no significant difference"
@@ -35,12 +36,18 @@ def too_few_units(n: int) -> str:
     return f"too few independent units (n = {n})"
 
 
-def unit_differences(a: pd.DataFrame, b: pd.DataFrame, column: str) -> np.ndarray:
-    """Per (fold, unit): ``column`` of ``a`` minus that of ``b``, averaged over the seeds both have."""
-    keys = ["fold", "seed", "unit"]
-    paired = a[keys + [column]].merge(b[keys + [column]], on=keys, suffixes=("_a", "_b"))
-    paired["difference"] = paired[f"{column}_a"] - paired[f"{column}_b"]
-    return paired.groupby(["fold", "unit"])["difference"].mean().to_numpy(float)
+def unit_differences(data: dict[str, np.ndarray], a: np.ndarray, b: np.ndarray, column: str) -> np.ndarray:
+    """Per (fold, unit): ``column`` of rows ``a`` minus that of rows ``b``, averaged over the seeds
+    both have (``data``: :func:`advseg.report.units.columns`)."""
+    def by_cell(rows):
+        keys = zip(data["fold"][rows].tolist(), data["unit"][rows].tolist(), data["seed"][rows].tolist())
+        return dict(zip(keys, data[column][rows].tolist()))
+
+    first, second = by_cell(a), by_cell(b)
+    per_unit: dict[tuple, list[float]] = {}
+    for key in sorted(first.keys() & second.keys()):
+        per_unit.setdefault(key[:2], []).append(first[key] - second[key])
+    return np.array([np.mean(values) for values in per_unit.values()], dtype=float)
 
 
 def shown_interval(test: statistics.PairedTest, settings: ReportSettings) -> tuple[float, float]:
@@ -70,25 +77,26 @@ def adjusted(table: pd.DataFrame, family: list[str], method: str, column: str = 
 def loss_comparisons(units: pd.DataFrame, settings: ReportSettings) -> pd.DataFrame:
     """One row per model x attack x variant x eps x pair of attack losses (worst case skipped)."""
     clean, adv, _ = metric_columns(settings.metric)
-    tests, rows = [], []
+    data = columns(units)
+    cells: dict[tuple, dict[str, np.ndarray]] = {}
     attacked = units[units["attack"] != WORST]
-    for key, cell in attacked.groupby(list(CELL_COLUMNS), sort=False):
-        by_loss = dict(tuple(cell.groupby("attack_loss", sort=True)))
+    for key, index in attacked.groupby([*CELL_COLUMNS, "attack_loss"], sort=False).indices.items():
+        cells.setdefault(key[:-1], {})[key[-1]] = attacked.index.to_numpy()[index]
+    tests, rows = [], []
+    for key, by_loss in cells.items():
         for loss_a, loss_b in combinations(sorted(by_loss), 2):
-            a, b = by_loss[loss_a], by_loss[loss_b]
-            replicates = set(map(tuple, a[["seed", "fold"]].to_numpy())) & set(map(tuple, b[["seed", "fold"]].to_numpy()))
-            if not replicates:
+            a, b = _common_replicates(data, by_loss[loss_a], by_loss[loss_b])
+            if not len(a):
                 continue
-            common = pd.DataFrame(sorted(replicates), columns=["seed", "fold"])
-            a, b = a.merge(common), b.merge(common)
-            test = statistics.sign_flip_test(unit_differences(a, b, adv), settings.alpha, settings.n_bootstrap,
+            test = statistics.sign_flip_test(unit_differences(data, a, b, adv), settings.alpha, settings.n_bootstrap,
                                              settings.seed)
             tests.append((test, loss_a, loss_b))
             low, high = shown_interval(test, settings)
             rows.append({**dict(zip(CELL_COLUMNS, key)), "metric": settings.metric, "loss_a": loss_a,
-                         "loss_b": loss_b, "n_replicates": len(replicates), "n_units": test.n,
-                         "clean": a[clean].mean(), "adv_a": a[adv].mean(), "adv_b": b[adv].mean(),
-                         "effect": test.effect, "ci_low": low, "ci_high": high, "p": test.p})
+                         "loss_b": loss_b, "n_replicates": len(set(zip(data["seed"][a], data["fold"][a]))),
+                         "n_units": test.n, "clean": nanmean(data[clean][a]), "adv_a": nanmean(data[adv][a]),
+                         "adv_b": nanmean(data[adv][b]), "effect": test.effect, "ci_low": low, "ci_high": high,
+                         "p": test.p})
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     if table.empty:
         return table
@@ -99,6 +107,16 @@ def loss_comparisons(units: pd.DataFrame, settings: ReportSettings) -> pd.DataFr
     table["stronger"] = [v.removesuffix(" stronger") if v.endswith(" stronger") else "" for v in verdicts]
     return table.sort_values(["params", "model", "attack", "variant", "eps", "loss_a", "loss_b"],
                              kind="stable").reset_index(drop=True)
+
+
+def _common_replicates(data: dict[str, np.ndarray], a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``a`` and of ``b`` whose (seed, fold) both have."""
+    replicates = set(zip(data["seed"][a].tolist(), data["fold"][a].tolist())) & \
+        set(zip(data["seed"][b].tolist(), data["fold"][b].tolist()))
+
+    def kept(rows):
+        return rows[[pair in replicates for pair in zip(data["seed"][rows].tolist(), data["fold"][rows].tolist())]]
+    return kept(a), kept(b)
 
 
 def method_note(settings: ReportSettings, unit: str) -> str:

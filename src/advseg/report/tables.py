@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 
 from advseg import statistics
-from advseg.metrics import relative_drop
+from advseg.metrics import nanmean, relative_drop
 from advseg.report.runs import ATTACK_ORDER, AttackRun
 from advseg.report.settings import ReportSettings
 from advseg.report.units import (GROUP_COLUMNS, ID_COLUMNS, PER_CLASS_REPORTED, PROTOCOL_COLUMNS, class_names,
-                                 fold_arrays, n_units)
+                                 columns, fold_arrays, n_units)
 
 SCORES = ("dice", "dice_study", "iou", "hd95", "nsd")
 DIFFS = {"dice": "diff", "dice_study": "diff_dice_study", "iou": "diff_iou"}
@@ -34,10 +34,11 @@ INTERVAL_COLUMNS = tuple(f"{name}_ci_{end}" for protocol in PROTOCOL_COLUMNS
 def summary_table(runs: list[AttackRun], units: pd.DataFrame, settings: ReportSettings) -> pd.DataFrame:
     """One row per model x replicate x attack x loss x variant x eps (worst case included), sorted."""
     by_source = {tuple(run.info[c] for c in ID_COLUMNS): run for run in runs}
+    data, names = columns(units), class_names(units)
     rows = []
-    for key, group in units.groupby(list(ID_COLUMNS), sort=False):
+    for key, index in units.groupby(list(ID_COLUMNS), sort=False).indices.items():
         run = by_source[key]
-        row = {**dict(zip(ID_COLUMNS, key)), **_estimates(group, settings)}
+        row = {**dict(zip(ID_COLUMNS, key)), **_estimates(data, index, names, settings)}
         row.update(n_images=int(run.slices["has_organ"].sum()), n_slices=len(run.slices["has_organ"]),
                    linf=run.info["linf"], l2=run.info["l2"], worst_of=run.info.get("worst_of", ""))
         rows.append(row)
@@ -51,42 +52,44 @@ def replicate_table(units: pd.DataFrame, summary: pd.DataFrame, settings: Report
     unit scores), ``<score>_sd`` the spread of the per-replicate rows of ``summary``, and the
     intervals resample folds, then seeds and units within each fold.
     """
-    replicate_rows = {key: group for key, group in summary.groupby(list(GROUP_COLUMNS), sort=False)}
+    replicate_rows = summary.groupby(list(GROUP_COLUMNS), sort=False).indices
+    data, names = columns(units), class_names(units)
+    per_replicate = {name: summary[name].to_numpy(float) for name in REPLICATED_SCORES}
     rows = []
-    for key, group in units.groupby(list(GROUP_COLUMNS), sort=False):
+    for key, index in units.groupby(list(GROUP_COLUMNS), sort=False).indices.items():
         members = replicate_rows[key]
         row = dict(zip(GROUP_COLUMNS, key))
         row.update(n_replicates=len(members),
-                   seeds=";".join(str(v) for v in sorted(members["seed"].unique())),
-                   folds=";".join(str(v) for v in sorted(members["fold"].unique())))
-        estimates = _estimates(group, settings)
+                   seeds=";".join(str(v) for v in sorted(set(summary["seed"].to_numpy()[members]))),
+                   folds=";".join(str(v) for v in sorted(set(summary["fold"].to_numpy()[members]))))
+        estimates = _estimates(data, index, names, settings)
         row.update({name: estimates[name] for name in ("n_units",) + INTERVAL_COLUMNS})
         for name in REPLICATED_SCORES:
             row[f"{name}_mean"] = estimates[name]
-            values = members[name].to_numpy(float)
+            values = per_replicate[name][members]
             row[f"{name}_sd"] = float(np.nanstd(values, ddof=1)) if np.isfinite(values).sum() > 1 else np.nan
         rows.append(row)
     return sort_rows(pd.DataFrame(rows))
 
 
-def _estimates(rows: pd.DataFrame, settings: ReportSettings) -> dict:
-    """Means over cells of every score, the diffs, per-class columns and the protocols' intervals."""
-    out: dict = {"n_units": n_units(rows, PROTOCOL_COLUMNS[settings.metric][0])}
+def _estimates(data: dict[str, np.ndarray], rows: np.ndarray, names: list[str], settings: ReportSettings) -> dict:
+    """Means over the ``rows`` cells of every score, the diffs, per-class columns and the intervals."""
+    out: dict = {"n_units": n_units(data, rows, PROTOCOL_COLUMNS[settings.metric][0])}
     for metric in SCORES:
         for kind in ("clean", "adv"):
-            out[f"{kind}_{metric}"] = _mean(rows[f"{kind}_{metric}"])
+            out[f"{kind}_{metric}"] = nanmean(data[f"{kind}_{metric}"][rows])
         if metric in DIFFS:
             out[DIFFS[metric]] = relative_drop(out[f"clean_{metric}"], out[f"adv_{metric}"])
-    for name in class_names(rows):
+    for name in names:
         for metric in PER_CLASS_REPORTED:
             for kind in ("clean", "adv"):
-                out[f"{kind}_{metric}_{name}"] = _mean(rows[f"{kind}_{metric}_{name}"])
+                out[f"{kind}_{metric}_{name}"] = nanmean(data[f"{kind}_{metric}_{name}"][rows])
         out[f"diff_{name}"] = relative_drop(out[f"clean_dice_{name}"], out[f"adv_dice_{name}"])
     for protocol, (clean, adv, diff) in PROTOCOL_COLUMNS.items():
         low_high = {f"{adv}_ci_low": np.nan, f"{adv}_ci_high": np.nan,
                     f"{diff}_ci_low": np.nan, f"{diff}_ci_high": np.nan}
-        if not settings.too_few(n_units(rows, clean)):
-            means = statistics.hierarchical_means(fold_arrays(rows, [clean, adv]), settings.n_bootstrap,
+        if not settings.too_few(n_units(data, rows, clean)):
+            means = statistics.hierarchical_means(fold_arrays(data, rows, [clean, adv]), settings.n_bootstrap,
                                                   settings.seed)
             low_high[f"{adv}_ci_low"], low_high[f"{adv}_ci_high"] = \
                 statistics.percentile_interval(means[:, 1], settings.level)
@@ -94,12 +97,6 @@ def _estimates(rows: pd.DataFrame, settings: ReportSettings) -> dict:
                 statistics.percentile_interval(relative_drop(means[:, 0], means[:, 1]), settings.level)
         out.update(low_high)
     return out
-
-
-def _mean(values: pd.Series) -> float:
-    values = values.to_numpy(float)
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if values.size else np.nan
 
 
 def sort_rows(df: pd.DataFrame) -> pd.DataFrame:

@@ -53,27 +53,35 @@ def unit_table(runs: list[AttackRun]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def fold_arrays(rows: pd.DataFrame, columns: list[str]) -> list[np.ndarray]:
-    """Per fold, a (seeds, units, K) array of ``columns`` for :func:`advseg.statistics.hierarchical_means`.
+def columns(table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The unit table's design and score columns as numpy arrays: estimates and resamples index
+    these with a group's rows (``table.groupby(...).indices``) instead of slicing frames."""
+    design = {name: table[name].to_numpy(np.int64) for name in ("fold", "seed", "unit")}
+    scores = {name: table[name].to_numpy(float) for name in table.columns if name.startswith(("clean_", "adv_"))}
+    return {**design, **scores}
 
-    A unit missing (or NaN) for any seed of its fold is left out, so every seed scores the same units.
-    """
+
+def fold_arrays(data: dict[str, np.ndarray], rows: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    """Per fold, a (seeds, units, K) array of the ``names`` columns of ``rows``, for
+    :func:`advseg.statistics.hierarchical_means`. A unit missing (or NaN) for any seed of its
+    fold is left out, so every seed scores the same units."""
     folds = []
-    for _, fold in rows.groupby("fold", sort=True):
-        seeds, seed_index = np.unique(fold["seed"].to_numpy(), return_inverse=True)
-        units, unit_index = np.unique(fold["unit"].to_numpy(), return_inverse=True)
-        values = np.full((len(seeds), len(units), len(columns)), np.nan)
-        values[seed_index, unit_index] = fold[list(columns)].to_numpy(float)
+    for fold in np.unique(data["fold"][rows]):
+        chosen = rows[data["fold"][rows] == fold]
+        seeds, seed_index = np.unique(data["seed"][chosen], return_inverse=True)
+        units, unit_index = np.unique(data["unit"][chosen], return_inverse=True)
+        values = np.full((len(seeds), len(units), len(names)), np.nan)
+        values[seed_index, unit_index] = np.column_stack([data[name][chosen] for name in names])
         complete = ~np.isnan(values).any(axis=(0, 2))
         if complete.any():
             folds.append(values[:, complete])
     return folds
 
 
-def n_units(rows: pd.DataFrame, column: str) -> int:
-    """Independent units with a score in ``column`` (a unit counts once, whatever its seeds)."""
-    scored = rows[~np.isnan(rows[column].to_numpy(float))]
-    return int(scored[["fold", "unit"]].drop_duplicates().shape[0])
+def n_units(data: dict[str, np.ndarray], rows: np.ndarray, name: str) -> int:
+    """Independent units with a score in column ``name`` (a unit counts once, whatever its seeds)."""
+    scored = rows[~np.isnan(data[name][rows])]
+    return len(set(zip(data["fold"][scored].tolist(), data["unit"][scored].tolist())))
 
 
 def class_names(table: pd.DataFrame) -> list[str]:
