@@ -23,6 +23,7 @@ STEPS = {
     "attack": "attack one model with one method and loss at every eps; clean vs attacked scores",
     "transfer": "replay other models' perturbations on one model",
     "aggregate": "build the comparison tables and plots",
+    "publish": "write a finished run's claims, size table and figures as a docs page, with its provenance",
 }
 
 

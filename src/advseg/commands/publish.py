@@ -1,0 +1,124 @@
+"""advseg publish: a finished run's generated results as a docs page, with how it was made.
+
+Results in the docs come from a run, never by hand: this copies a run's claims page, size
+table and figures into one markdown page and heads it with the run's provenance (config,
+when it ran and how long, the machine, the code's commit, the command that regenerates it).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+FIGURES = ("param_size_correlation.png", "dice_vs_eps.png")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--results", type=Path, required=True, help="the run's results_dir (holds claims.md)")
+    parser.add_argument("--config", type=Path, required=True, help="the --configfile the run used")
+    parser.add_argument("--title", required=True, help="the page's title")
+    parser.add_argument("--intro", default="", help="a paragraph above the results (no numbers: those come from the run)")
+    parser.add_argument("--out", type=Path, required=True, help="the page to write, e.g. docs/zoo.md")
+
+
+def run(args) -> None:
+    from advseg.jobs import atomic_path
+
+    sources = {"claims": args.results / "claims.md", "size": args.results / "tables" / "size.md"}
+    for path in [*sources.values(), *(args.results / "plots" / name for name in FIGURES), args.config]:
+        if not path.is_file():
+            raise ValueError(f"{path}: missing; run the workflow with --configfile {args.config} first")
+    images = args.out.parent / "img"
+    images.mkdir(parents=True, exist_ok=True)
+    stem = args.out.stem
+    for name in FIGURES:
+        shutil.copyfile(args.results / "plots" / name, images / f"{stem}-{name}")
+    page = page_text(args, {name: path.read_text() for name, path in sources.items()}, stem)
+    with atomic_path(args.out) as temporary:
+        temporary.write_text(page, encoding="utf-8")
+
+
+def page_text(args, sources: dict[str, str], stem: str) -> str:
+    started, finished, job_seconds, jobs = run_span(args.results)
+    lines = [f"# {args.title}", ""]
+    if args.intro:
+        lines += [args.intro, ""]
+    lines += [
+        "This page is generated from a run (`advseg publish`); nothing on it was typed by hand.", "",
+        "| | |", "|---|---|",
+        f"| config | `{args.config}` |",
+        f"| ran | {started:%Y-%m-%d %H:%M} to {finished:%H:%M} UTC: {_duration(finished - started)} wall, "
+        f"{jobs} jobs, {job_seconds / 60:.0f} min of job time |",
+        f"| machine | {machine()} |",
+        f"| code | advseg at commit `{commit()}` |",
+        f"| regenerate | `snakemake --cores {os.cpu_count()} --configfile {args.config}`, then `advseg publish "
+        f"--results {args.results} --config {args.config} --title \"{args.title}\" --out {args.out}` |",
+        "",
+        "## Size against attack success", "",
+        f"![attack success against model size](img/{stem}-param_size_correlation.png)", "",
+        *_demoted(sources["size"]), "",
+        f"![attacked score against eps](img/{stem}-dice_vs_eps.png)", "",
+        *_demoted(sources["claims"]),
+    ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def run_span(results: Path) -> tuple[datetime.datetime, datetime.datetime, float, int]:
+    """When the run's first job started and its last output was written, and its jobs' summed seconds.
+
+    Snakemake writes one benchmark file per job (``benchmarks/**/*.tsv``: its first column is
+    the job's wall seconds) when the job ends.
+    """
+    benchmarks = sorted(Path(results, "benchmarks").rglob("*.tsv"))
+    if not benchmarks:
+        raise ValueError(f"{results}/benchmarks: no job benchmarks; is this a results_dir of the workflow?")
+    seconds, ends = [], []
+    for path in benchmarks:
+        rows = path.read_text().splitlines()
+        seconds.append(float(rows[1].split("\t")[0]))
+        ends.append(path.stat().st_mtime)
+    utc = datetime.timezone.utc
+    start = min(end - took for end, took in zip(ends, seconds))
+    return (datetime.datetime.fromtimestamp(start, utc), datetime.datetime.fromtimestamp(max(ends), utc),
+            sum(seconds), len(benchmarks))
+
+
+def machine() -> str:
+    import torch
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{_cpu_model()}, {os.cpu_count()} cores, {memory:.0f} GiB, {device}; Python {platform.python_version()}, "
+            f"torch {torch.__version__}")
+
+
+def commit() -> str:
+    try:
+        found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return found.stdout.strip()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _duration(delta: datetime.timedelta) -> str:
+    minutes = round(delta.total_seconds() / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def _demoted(markdown: str) -> list[str]:
+    """The page's headings one level down, so that it sits under this page's title."""
+    return [("#" + line) if line.startswith("#") else line for line in markdown.splitlines()]
