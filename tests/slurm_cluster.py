@@ -74,8 +74,12 @@ def parse_jobcomp(text: str) -> list[dict[str, str]]:
 class LocalSlurmCluster:
     """Start with :meth:`start`, always :meth:`stop` (a pytest fixture's teardown)."""
 
-    def __init__(self, cpus: int = 4, memory_mb: int = 65536, gpus: int = 2, min_job_age: int = 300):
+    def __init__(self, cpus: int = 4, memory_mb: int = 65536, gpus: int = 2, min_job_age: int = 300,
+                 partitions: dict[str, str] | None = None):
+        """``partitions``: more partitions on the node besides the default one, ``debug``, e.g.
+        ``{"short": "MaxTime=30"}`` (name: slurm.conf settings)."""
         self.cpus, self.memory_mb, self.gpus, self.min_job_age = cpus, memory_mb, gpus, min_job_age
+        self.partitions = partitions or {}
         self.root = Path(tempfile.mkdtemp(prefix="advseg-slurm-"))
         self.conf_dir = self.root / "etc"
         self.conf = self.conf_dir / "slurm.conf"
@@ -141,6 +145,7 @@ class LocalSlurmCluster:
         lines.append(f"NodeName={NODE} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} "
                      f"Gres=gpu:{self.gpus} State=UNKNOWN")
         lines.append(f"PartitionName=debug Nodes={NODE} Default=YES MaxTime=INFINITE State=UP")
+        lines += [f"PartitionName={name} Nodes={NODE} {settings} State=UP" for name, settings in self.partitions.items()]
         self.conf.write_text("\n".join(lines) + "\n")
         (self.conf_dir / "gres.conf").write_text(
             "".join(f"NodeName={NODE} Name=gpu File={device}\n" for device in devices))
@@ -177,8 +182,8 @@ class LocalSlurmCluster:
         log.close()
 
     def _node_is_idle(self) -> bool:
-        state = self._client("sinfo", "--noheader", "--format=%T", f"--nodes={NODE}").stdout.strip()
-        return state == "idle"
+        states = self._client("sinfo", "--noheader", "--format=%T", f"--nodes={NODE}").stdout.split()
+        return set(states) == {"idle"}  # one line per partition
 
     def _wait_for(self, ready, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout

@@ -1,13 +1,17 @@
 """The workflow submitted through profiles/slurm to a real one-node SLURM cluster.
 
-The cluster (slurmctld, slurmd, munged; no slurmdbd) runs on localhost with two fake
-GPUs (tests/slurm_cluster.py). The grid is tests/configs/slurm.yaml over tiny.yaml: one
+The cluster (slurmctld, slurmd, munged; no slurmdbd, so no accounting) runs on localhost:
+one node of 22 GB with two fake GPUs (tests/slurm_cluster.py), as a new user's small
+cluster. The profile runs as a user runs it: it must find the status query that works
+without accounting by itself. The grid is tests/configs/slurm.yaml over tiny.yaml: one
 model, one epoch, one attack, so every rule but transfer runs once. Two runs share the
 cluster at once, each in its own copy of the workflow: one asks only for the `tracking`
 job, with `advseg tracking` made to fail, and must fail and show that job's log; the
 other runs the whole workflow, and a dry run after it finds nothing to do. Assertions
 are about the DAG as a whole (every job submitted, every job COMPLETED, as many SLURM
-jobs as Snakemake jobs), not about today's list of rules.
+jobs as Snakemake jobs), not about today's list of rules. Runs that cannot fit the
+cluster (more memory than the node has, more time than a partition allows) must stop
+before submitting anything, naming the setting to change.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ CONFIGS = [REPO / "tests" / "configs" / "tiny.yaml", REPO / "tests" / "configs" 
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 FAILING_STEP = "tracking"  # an early, cheap job: failing it costs a few seconds of SLURM time
 FAILURE_MARK = "made to fail by the SLURM test"
-TIMEOUT = 3000  # seconds for one snakemake command
+SHORT_MINUTES = 300  # the default (60) and download (240) fit, training (720) does not
+TIMEOUT = 900  # seconds for one snakemake command; the workflow run takes about 3 min
 
 # `snakemake` itself, but with the executor sleeping --seconds-between-status-checks
 # between two status checks, always. The SLURM plugin adds 10 s to that sleep after each
@@ -63,8 +68,9 @@ def cluster():
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
-    # 4 CPUs declared on a 2-core machine: two of the profile's 2-CPU GPU jobs at once
-    cluster = LocalSlurmCluster(cpus=4, memory_mb=65536, gpus=2)
+    # 4 CPUs declared on a 2-core machine: two of the profile's 2-CPU GPU jobs at once; 22 GB, the
+    # memory of the node on which a new user's run once waited forever; a partition of short jobs
+    cluster = LocalSlurmCluster(cpus=4, memory_mb=22000, gpus=2, partitions={"short": f"MaxTime={SHORT_MINUTES}"})
     cluster.start()
     yield cluster
     cluster.stop()
@@ -94,8 +100,9 @@ class Snakemake:
 
     def __init__(self, directory: Path, cluster: LocalSlurmCluster, *args: str, path_first: Path | None = None,
                  profile: bool = True):
-        # the profile as a user runs it; the status settings only make a test on a tiny cluster quick
-        submission = ["--profile", str(REPO / "profiles" / "slurm"), "--slurm-status-command", "squeue",
+        # the profile as a user runs it; the pace of status checks only makes a test of seconds-long jobs
+        # quick (with the plugin's pace the same run took 4 min 53 s on a loaded machine)
+        submission = ["--profile", str(REPO / "profiles" / "slurm"),
                       "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1"]
         launcher = [sys.executable, "-c", STEADY_POLLING_SNAKEMAKE] if profile else [str(BIN / "snakemake")]
         self.command = [*launcher, "--configfile", *map(str, CONFIGS),
@@ -199,6 +206,42 @@ def runs(cluster, tmp_path_factory):
           f"dry run {dry_run.seconds:.0f} s, summary {summary.seconds:.0f} s")
     return {"dir": directory, "failing": failing, "workflow": workflow, "dry_run": dry_run, "summary": summary,
             "jobs": cluster.finished_jobs()}
+
+
+def profile_as_is(directory: Path, cluster: LocalSlurmCluster, profile: Path,
+                  **environment: str) -> subprocess.CompletedProcess:
+    """`snakemake --profile PROFILE` with no other flag, as a user types it."""
+    return subprocess.run([str(BIN / "snakemake"), "--profile", str(profile)], cwd=directory, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL,
+                          env={**cluster.env, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **environment})
+
+
+def test_memory_no_node_has_stops_the_run_before_any_submission(cluster, tmp_path):
+    """The request that once left a run waiting forever: 32 GB for the download job on a 22 GB node."""
+    directory = workflow_copy(tmp_path)
+    profile = directory / "profiles" / "slurm"
+    text = (profile / "config.yaml").read_text()
+    download = re.search(r"^  download:\n    mem_mb: \?cluster\.memory\(\"download\", (\d+)\)", text, re.M)
+    assert download, "the profile sets the download job's memory another way now: revisit this test"
+    (profile / "config.yaml").write_text(text.replace(download.group(0), download.group(0).replace(
+        download.group(1), "32000")))
+    queued_before = cluster.queued_job_ids()
+    stopped = profile_as_is(directory, cluster, profile)
+    output = stopped.stderr + stopped.stdout
+    assert stopped.returncode != 0, output[-3000:]
+    assert ("download jobs ask for mem_mb=32000, but the largest node of partition debug has 22000 MB. "
+            "Lower set-resources.download.mem_mb") in output
+    assert "SLURM run ID" not in output and cluster.queued_job_ids() == queued_before
+    assert not (directory / "results").exists()
+
+
+def test_a_partition_too_short_for_training_stops_the_run_naming_the_setting(cluster, tmp_path):
+    directory = workflow_copy(tmp_path)
+    stopped = profile_as_is(directory, cluster, REPO / "profiles" / "slurm", SBATCH_PARTITION="short")
+    output = stopped.stderr + stopped.stdout
+    assert stopped.returncode != 0, output[-3000:]
+    assert f"partition short allows {SHORT_MINUTES} min" in output and "set-resources.train.runtime" in output
+    assert "SLURM run ID" not in output and not (directory / "results").exists()
 
 
 def records_of(jobs: list[dict], output: str) -> list[dict]:
