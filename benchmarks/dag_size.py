@@ -1,9 +1,14 @@
-"""How long Snakemake takes to plan a large grid: 10 architectures x 10 encoders x 4 losses x 10 eps.
+"""How long Snakemake takes to plan the workflow, against the size of the grid.
 
-Prints the wall time of `snakemake -n`: the first run builds every model once on the meta
-device (the config check, remembered in ~/.cache/advseg/, here a fresh one); the later
-runs only plan (the median of five). Run: ``python benchmarks/dag_size.py``.
+Every grid is FGSM with 4 attack losses x 10 eps over N models (architecture x encoder pairs
+from 10 x 10); the last row asks for the all-pairs transfer matrix that a grid of more than
+transfer.all_pairs_up_to models skips by default. Each grid is planned (`snakemake -n`) in a
+fresh copy of the workflow, as from a fresh clone: the first run also builds every model once
+on the meta device (the config check, then remembered in a fresh ~/.cache/advseg/); later
+runs only plan (median of three). Run: ``python benchmarks/dag_size.py``.
 """
+
+from __future__ import annotations
 
 import os
 import re
@@ -16,33 +21,53 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-REPEATS = 5  # a machine's noise is about a second either way
+REPEATS = 3
 ARCHS = ["Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", "PAN", "UPerNet"]
 ENCODERS = ["resnet18", "resnet34", "resnet50", "mobilenet_v2", "efficientnet-b0", "resnet101", "efficientnet-b1",
             "se_resnext50_32x4d", "se_resnet50", "resnext50_32x4d"]
+# (label, architectures, encoders, extra config)
+GRIDS = [
+    ("4 models", 2, 2, ""),
+    ("10 models", 5, 2, ""),
+    ("25 models", 5, 5, ""),
+    ("50 models", 10, 5, ""),
+    ("100 models", 10, 10, ""),
+    ("100 models, all-pairs transfer", 10, 10, "transfer: {all_pairs_up_to: 100}\n"),
+]
+
+
+def grid_config(archs: int, encoders: int, extra: str) -> str:
+    models = "".join(f"  - {{arch: {arch}, encoder: {encoder}}}\n" for arch in ARCHS[:archs]
+                     for encoder in ENCODERS[:encoders])
+    epsilons = ", ".join(f"0.0{i}" for i in range(10))
+    return (f"models:\n{models}attack: {{methods: [fgsm], losses: [bce, dicefocal, dice, focal], "
+            f"epsilons: [{epsilons}]}}\nreport: {{correlation_eps: null}}\n{extra}")
+
+
+def plan(work: Path) -> tuple[float, int]:
+    """Seconds of one `snakemake -n` and the number of jobs it plans."""
+    command = [str(Path(sys.executable).parent / "snakemake"), "-n", "--cores", "1", "--configfile", "grid.yaml"]
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=work, capture_output=True, text=True, check=True,
+                            env={**os.environ, "XDG_CACHE_HOME": str(work / "cache")})
+    seconds = time.perf_counter() - started
+    return seconds, int(re.search(r"^total\s+(\d+)$", result.stdout, re.M).group(1))
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as directory:
-        work = Path(directory)
-        for name in ("Snakefile", "config.yaml", "workflow", "envs"):
-            (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, work / name)
-        models = "".join(f"  - {{arch: {arch}, encoder: {encoder}}}\n" for arch in ARCHS for encoder in ENCODERS)
-        epsilons = ", ".join(f"0.0{i}" for i in range(10))
-        (work / "grid.yaml").write_text(f"models:\n{models}attack: {{methods: [fgsm], losses: [bce, dicefocal, dice, "
-                                        f"focal], epsilons: [{epsilons}]}}\nreport: {{correlation_eps: null}}\n")
-        command = [str(Path(sys.executable).parent / "snakemake"), "-n", "--cores", "1", "--configfile", "grid.yaml"]
-        print("| run | jobs | seconds |\n|---|---:|---:|")
-        for label, repeats in (("first (meta-device check of 100 models)", 1), ("later (check remembered)", REPEATS)):
-            times = []
-            for _ in range(repeats):
-                started = time.perf_counter()
-                result = subprocess.run(command, cwd=work, capture_output=True, text=True, check=True,
-                                        env={**os.environ, "XDG_CACHE_HOME": str(work / "cache")})
-                times.append(time.perf_counter() - started)
-            total = re.search(r"^total\s+(\d+)$", result.stdout, re.M).group(1)
-            spread = f" (median of {repeats}: {min(times):.1f} to {max(times):.1f})" if repeats > 1 else ""
-            print(f"| {label} | {total} | {statistics.median(times):.1f}{spread} |")
+    print(f"load average before: {os.getloadavg()[0]:.1f}")
+    print("| grid | jobs | first run, s (meta-device check) | later runs, s (median of 3) |\n|---|---:|---:|---:|")
+    for label, archs, encoders, extra in GRIDS:
+        with tempfile.TemporaryDirectory() as directory:
+            work = Path(directory)
+            for name in ("Snakefile", "config.yaml", "workflow", "envs"):
+                (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, work / name)
+            (work / "grid.yaml").write_text(grid_config(archs, encoders, extra))
+            first, jobs = plan(work)
+            later = [plan(work)[0] for _ in range(REPEATS)]
+        print(f"| {label} | {jobs} | {first:.1f} | {statistics.median(later):.1f} "
+              f"({min(later):.1f} to {max(later):.1f}) |", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -36,3 +36,16 @@ def test_check_choice_names_key_and_lists_sorted_choices():
     message = str(error.value)
     assert message.startswith("a.b: unknown value 'z'") and message.endswith("choose one of: x, y")
 
+
+
+def test_the_build_check_leaves_weight_initialisation_as_it_was(tmp_path):
+    """Initialisers are skipped only while the check builds on the meta device, even when a build fails."""
+    import torch
+
+    before = dict(vars(torch.nn.init))
+    catalog.check_buildable([("models[0]", "Unet", "resnet18")], tmp_path / "cache.json")
+    with pytest.raises(ValueError, match=r"models\[1\]: smp cannot build DPT"):
+        catalog.check_buildable([("models[1]", "DPT", "resnet18")], tmp_path / "cache.json")
+    assert dict(vars(torch.nn.init)) == before
+    weight = torch.nn.init.constant_(torch.empty(3), 2.0)
+    assert torch.equal(weight, torch.full((3,), 2.0))

@@ -76,6 +76,12 @@ def run_snakemake(directory: Path, *args: str, timeout: int = 300) -> subprocess
     ("models:\n  - {arch: UnetPlusPlus, encoder: mit_b0}\n  - {arch: DPT, encoder: resnet18}\n",
      "models[1]: smp cannot build DPT with encoder 'resnet18'"),
     ("models:\n  - {arch: Unet, encoder: tu-no_such_model}\n", "models[0]: smp cannot build Unet with encoder 'tu-no_such_model'"),
+    (GOOD_MODEL + "transfer: {sources: [Unet-resnet19]}\n",
+     "transfer.sources: unknown value 'Unet-resnet19' (did you mean 'Unet-resnet18'?)"),
+    (GOOD_MODEL + "transfer: {targets: [unet]}\n", "transfer.targets: unknown value 'unet'"),
+    ("models:\n  - {arch: Unet, encoder: resnet18}\n  - {arch: Linknet, encoder: resnet18}\n"
+     "transfer: {sources: [Unet-resnet18], targets: [Unet-resnet18]}\n",
+     "transfer: sources and targets name only 'Unet-resnet18'"),
 ])
 def test_bad_config_is_refused_naming_the_key(tmp_path, config, message):
     with pytest.raises(ValueError) as error:
@@ -148,5 +154,20 @@ def test_a_large_grid_plans_every_job(tmp_path):
     result = run_snakemake(tmp_path, "-n", "--configfile", "grid.yaml", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M))
-    assert (counts["train"], counts["checkpoint"], counts["attack"], counts["transfer"], counts["perturbations"]) \
-        == ("100", "100", "400", "100", "1")
+    assert (counts["train"], counts["checkpoint"], counts["attack"]) == ("100", "100", "400")
+    # past transfer.all_pairs_up_to models, no transfer unless the config names sources and targets
+    assert "transfer" not in counts and "perturbations" not in counts
+    assert "transfer: none, as the grid's 100 models are more than transfer.all_pairs_up_to (10)" in result.stderr
+
+
+def test_transfer_replays_the_named_sources_on_the_named_targets(tmp_path):
+    """config.yaml's 4 models; one source, two targets: the source itself is no target of its own."""
+    (tmp_path / "transfer.yaml").write_text("transfer: {sources: [Unet-resnet18], "
+                                            "targets: [Linknet-resnet18, Unet-resnet18]}\n")
+    result = run_snakemake(tmp_path, "-n", "--configfile", "transfer.yaml")
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M))
+    assert (counts["attack"], counts["perturbations"], counts["transfer"]) == ("16", "1", "1")
+    inputs = re.search(r"^rule perturbations:\n(?:.*\n)*?    input: (.*)$", result.stdout, re.M).group(1).split(", ")
+    assert len(inputs) == 4 and all("/attacks/Unet-resnet18/" in path for path in inputs), inputs
+    assert "output: results/transfer/Linknet-resnet18/fold_0/seed_42.json" in result.stdout

@@ -8,6 +8,7 @@ timm encoder. Whether smp can build a pair is checked by :func:`check_buildable`
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
@@ -76,7 +77,7 @@ def check_buildable(models: list[tuple[str, str, str]], cache: Path | None = Non
     failures = []
     for key, arch, encoder in todo:
         try:
-            with torch.device("meta"):
+            with torch.device("meta"), _without_weight_init():
                 smp.create_model(arch, encoder_name=encoder, encoder_weights=None, in_channels=3, classes=1)
         except Exception as error:  # smp raises ValueError, RuntimeError, KeyError... for unbuildable pairs
             failures.append(f"{key}: smp cannot build {arch} with encoder {encoder!r} ({str(error).splitlines()[0]})")
@@ -90,3 +91,27 @@ def check_buildable(models: list[tuple[str, str, str]], cache: Path | None = Non
                           f"set XDG_CACHE_HOME to a writable folder", stacklevel=2)
     if failures:
         raise ValueError("; ".join(failures))
+
+
+@contextlib.contextmanager
+def _without_weight_init():
+    """torch.nn.init's initialisers as no-ops while models are built on the meta device.
+
+    There are no values to fill there, yet filling them is most of a build's time; whether smp
+    can build a pair does not depend on them.
+    """
+    import torch
+
+    initialisers = {name: function for name, function in vars(torch.nn.init).items()
+                    if name.endswith("_") and not name.startswith("_") and callable(function)}
+    try:
+        for name in initialisers:
+            setattr(torch.nn.init, name, _unchanged)
+        yield
+    finally:
+        for name, function in initialisers.items():
+            setattr(torch.nn.init, name, function)
+
+
+def _unchanged(tensor, *args, **kwargs):
+    return tensor

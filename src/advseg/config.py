@@ -99,6 +99,7 @@ def check_config(config: dict[str, Any], build_cache: Path | None = None) -> Non
     if not attack_jobs(config):
         raise ValueError("attack: no method, variant and loss combine (step 'study' needs fgsm; "
                          "segpgd and cospgd need the bce loss)")
+    check_transfer(config)
     catalog.check_buildable([(f"models[{index}]", model["arch"], model["encoder"])
                              for index, model in enumerate(config["models"])], build_cache)
 
@@ -221,6 +222,37 @@ def tracking_uri(config: dict[str, Any]) -> str:
 def tracking_file(config: dict[str, Any]) -> Path:
     """Where the ``tracking`` rule records the store and the experiment every job logs into."""
     return Path(config["results_dir"]) / "mlflow" / "tracking.json"
+
+
+def transfer_models(config: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(sources, targets) of the transfer step, as model names in config order.
+
+    A null key means every model while the grid has at most ``transfer.all_pairs_up_to``
+    models, and none past that: all pairs grow with the square of the grid, and a large grid
+    should replay only what its config names.
+    """
+    names = list(model_specs(config))
+    transfer = config["transfer"]
+
+    def chosen(key: str) -> list[str]:
+        if transfer[key] is None:
+            return names if len(names) <= transfer["all_pairs_up_to"] else []
+        return [name for name in names if name in transfer[key]]
+
+    return chosen("sources"), chosen("targets")
+
+
+def check_transfer(config: dict[str, Any]) -> None:
+    """Every named source and target is a configured model, and names that are given make a pair of two models."""
+    names = list(model_specs(config))
+    for key in ("sources", "targets"):
+        for name in config["transfer"][key] or ():
+            catalog.check_choice(f"transfer.{key}", name, names)
+    sources, targets = transfer_models(config)
+    named = config["transfer"]["sources"] or config["transfer"]["targets"]
+    if named and sources and targets and not any(source != target for source in sources for target in targets):
+        raise ValueError(f"transfer: sources and targets name only {sources[0]!r}, whose own perturbations are "
+                         "the white-box attack; name another model in one of them, or set sources: [] for no transfer")
 
 
 def eps_label(eps: float) -> str:

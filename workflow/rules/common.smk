@@ -1,7 +1,7 @@
 import json
 import re
 import shlex
-from collections import Counter
+import sys
 from itertools import product
 from pathlib import Path
 
@@ -10,7 +10,7 @@ from snakemake.exceptions import WorkflowError
 from advseg.catalog import build_cache_path
 from advseg.jobs import write_file_list
 from advseg.config import (attack_jobs, correlation_eps, eps_label, job_settings, model_specs, replicates,
-                           tracking_file, tracking_uri, transfer_eps, validate_config)
+                           tracking_file, tracking_uri, transfer_eps, transfer_models, validate_config)
 
 try:
     validate_config(config, build_cache=build_cache_path())
@@ -24,6 +24,11 @@ ATTACK_JOBS = attack_jobs(config)
 EPS_LABELS = [eps_label(eps) for eps in ATTACK["epsilons"]]
 CORRELATION_EPS = eps_label(correlation_eps(config))
 TRANSFER_EPS = eps_label(transfer_eps(config))
+TRANSFER_SOURCES, TRANSFER_TARGETS = transfer_models(config)
+if workflow.is_main_process and config["transfer"]["sources"] is None and not TRANSFER_SOURCES:
+    print(f"transfer: none, as the grid's {len(MODELS)} models are more than transfer.all_pairs_up_to "
+          f"({config['transfer']['all_pairs_up_to']}); name transfer.sources and transfer.targets to replay some",
+          file=sys.stderr)
 PREPARED_DATA = f"{RESULTS}/data/{config['data']['name']}"
 TRACKING_URI = tracking_uri(config)
 
@@ -95,11 +100,11 @@ def model_options(spec):
 
 
 def replicate_perturbations(wildcards):
-    """Every model's perturbations of one fold and seed (each attack job writes one)."""
+    """Every transfer source's perturbations of one fold and seed (each attack job writes one)."""
     fold, seed = int(wildcards.fold), int(wildcards.seed)
     return [f"{RESULTS}/attacks/{name}/fold_{fold}/seed_{seed}/{job.method}/{job.variant.label}/"
             f"{job.attack_loss}/transfer.npz"
-            for name, spec in MODELS.items() if (fold, seed) in replicates(config, spec) for job in ATTACK_JOBS]
+            for name in TRANSFER_SOURCES if (fold, seed) in replicates(config, MODELS[name]) for job in ATTACK_JOBS]
 
 
 def attack_results(kind):
@@ -112,11 +117,12 @@ def model_cards():
 
 
 def transfer_results():
-    """One transfer table per model whose fold and seed hold another model to take perturbations from."""
-    models_per_replicate = Counter(replicate for spec in MODELS.values() for replicate in replicates(config, spec))
+    """One transfer table per target and replicate that holds a source other than the target."""
+    sources = {replicate: {name for name in TRANSFER_SOURCES if replicate in replicates(config, MODELS[name])}
+               for name in MODELS for replicate in replicates(config, MODELS[name])}
     return [f"{RESULTS}/transfer/{name}/fold_{fold}/seed_{seed}.json"
-            for name, spec in MODELS.items() for fold, seed in replicates(config, spec)
-            if models_per_replicate[fold, seed] > 1]
+            for name in TRANSFER_TARGETS for fold, seed in replicates(config, MODELS[name])
+            if sources[fold, seed] - {name}]
 
 
 def example_files():
