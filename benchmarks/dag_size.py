@@ -5,13 +5,16 @@ from 10 x 10); the last row asks for the all-pairs transfer matrix that a grid o
 transfer.all_pairs_up_to models skips by default. Each grid is planned (`snakemake -n`) in a
 fresh copy of the workflow, as from a fresh clone: the first run also builds every model once
 on the meta device (the config check, then remembered in a fresh ~/.cache/advseg/); later
-runs only plan (median of three). Run: ``python benchmarks/dag_size.py``.
+runs only plan (median of three). Each time is wall seconds and, in brackets, the CPU seconds
+of the Snakemake process: on an idle machine the two agree, on a busy one the CPU seconds still
+say what planning costs. Run: ``python benchmarks/dag_size.py``.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -44,14 +47,17 @@ def grid_config(archs: int, encoders: int, extra: str) -> str:
             f"epsilons: [{epsilons}]}}\nreport: {{correlation_eps: null}}\n{extra}")
 
 
-def plan(work: Path) -> tuple[float, int]:
-    """Seconds of one `snakemake -n` and the number of jobs it plans."""
+def plan(work: Path) -> tuple[float, float, int]:
+    """Wall and CPU seconds of one `snakemake -n`, and the number of jobs it plans."""
     command = [str(Path(sys.executable).parent / "snakemake"), "-n", "--cores", "1", "--configfile", "grid.yaml"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run(command, cwd=work, capture_output=True, text=True, check=True,
                             env={**os.environ, "XDG_CACHE_HOME": str(work / "cache")})
-    seconds = time.perf_counter() - started
-    return seconds, int(re.search(r"^total\s+(\d+)$", result.stdout, re.M).group(1))
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, cpu, int(re.search(r"^total\s+(\d+)$", result.stdout, re.M).group(1))
 
 
 def main() -> None:
@@ -63,10 +69,12 @@ def main() -> None:
             for name in ("Snakefile", "config.yaml", "workflow", "envs"):
                 (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, work / name)
             (work / "grid.yaml").write_text(grid_config(archs, encoders, extra))
-            first, jobs = plan(work)
-            later = [plan(work)[0] for _ in range(REPEATS)]
-        print(f"| {label} | {jobs} | {first:.1f} | {statistics.median(later):.1f} "
-              f"({min(later):.1f} to {max(later):.1f}) |", flush=True)
+            first_wall, first_cpu, jobs = plan(work)
+            later = [plan(work) for _ in range(REPEATS)]
+        later_wall = statistics.median(run[0] for run in later)
+        later_cpu = statistics.median(run[1] for run in later)
+        print(f"| {label} | {jobs} | {first_wall:.1f} (CPU {first_cpu:.1f}) | {later_wall:.1f} (CPU {later_cpu:.1f}) |",
+              flush=True)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
