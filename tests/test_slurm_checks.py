@@ -1,7 +1,7 @@
 """advseg.slurm: what profiles/slurm reads from scontrol and sinfo, and when it stops.
 
 The texts are those of Debian's SLURM 22.05 (`scontrol show config`, `sinfo --noheader
---Node --format=%P|%c|%m|%G|%l`); tests/test_slurm.py runs the profile on a real cluster.
+--Node --format=%P|%m|%G|%l`); tests/test_slurm.py runs the profile on a real cluster.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from advseg.slurm import ProfileError, SlurmCluster, parse_minutes
 
 NO_DBD = "AccountingStorageType   = accounting_storage/none\nMinJobAge               = 300 sec\n"
 WITH_DBD = "AccountingStorageType   = accounting_storage/slurmdbd\nMinJobAge               = 300 sec\n"
-NODES = ("cpu*|32|192000|(null)|1-00:00:00\n"
-         "cpu*|64|515000|(null)|1-00:00:00\n"
-         "gpu|32|256000|gpu:a100:4(S:0-1)|2-00:00:00\n"
-         "gpu|16|128000|gpu:v100:2|2-00:00:00\n"
-         "debug|2|22000|gpu:0|30:00\n")
+NODES = ("cpu*|192000|(null)|1-00:00:00\n"
+         "cpu*|515000|(null)|1-00:00:00\n"
+         "gpu|256000|gpu:a100:4(S:0-1)|2-00:00:00\n"
+         "gpu|128000|gpu:v100:2|2-00:00:00\n"
+         "debug|22000|gpu:0|30:00\n")
 
 
 def cluster(config: str = NO_DBD, nodes: str = NODES, partition: str = "") -> SlurmCluster:
@@ -66,7 +66,7 @@ def test_time_beyond_the_partitions_limit_names_the_key():
     message = stop_message(lambda: cluster(partition="debug").minutes("train", 720))
     assert "train jobs ask for runtime=720 min" in message and "allows 30 min" in message
     assert "set-resources.train.runtime" in message
-    assert cluster(nodes="cpu*|4|8000|(null)|infinite\n").minutes("train", 10**6) == 10**6
+    assert cluster(nodes="cpu*|8000|(null)|infinite\n").minutes("train", 10**6) == 10**6
 
 
 def test_gpus_the_partition_lacks_name_what_to_set():
@@ -80,10 +80,16 @@ def test_gpus_the_partition_lacks_name_what_to_set():
 
 
 def test_an_unknown_or_missing_partition_lists_the_partitions():
-    assert "SBATCH_PARTITION=gpus: sinfo lists no such partition; choose one of cpu, debug, gpu" in \
+    assert "SBATCH_PARTITION=gpus: sinfo lists no partition gpus; choose from cpu, debug, gpu" in \
         stop_message(lambda: cluster(partition="gpus"))
     assert "no default partition: set SBATCH_PARTITION to one of cpu, debug, gpu" in \
         stop_message(lambda: cluster(nodes=NODES.replace("*", "")))
+
+
+def test_a_list_of_partitions_offers_what_any_of_them_has():
+    both = cluster(partition="debug,gpu")
+    assert both.memory("train", 256000) == 256000 and both.minutes("train", 2880) == 2880
+    assert "no partition gpus" in stop_message(lambda: cluster(partition="debug,gpus"))
 
 
 @pytest.mark.parametrize("limit, minutes", [

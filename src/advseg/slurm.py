@@ -37,7 +37,6 @@ class ProfileError(SystemExit):
 @dataclass(frozen=True)
 class Node:
     """What one node offers a job in the chosen partition."""
-    cpus: int
     memory_mb: int
     gpus: int
     gpu_models: frozenset[str]
@@ -60,13 +59,13 @@ class SlurmCluster:
                                "Snakemake on a login node of the cluster (or use profiles/default or "
                                "profiles/local-gpu on this machine)")
         return cls.parse(_run("scontrol", "show", "config"),
-                         _run("sinfo", "--noheader", "--Node", "--format=%P|%c|%m|%G|%l"), partition)
+                         _run("sinfo", "--noheader", "--Node", "--format=%P|%m|%G|%l"), partition)
 
     @classmethod
     def parse(cls, config_text: str, sinfo_text: str, partition: str = "") -> "SlurmCluster":
-        """From the output of ``scontrol show config`` and ``sinfo --Node --format=%P|%c|%m|%G|%l``."""
+        """From the output of ``scontrol show config`` and ``sinfo --Node --format=%P|%m|%G|%l``."""
         config = dict(re.findall(r"^(\w+)\s*=\s*(.*?)\s*$", config_text, re.M))
-        rows = [line.split("|") for line in sinfo_text.splitlines() if line.count("|") == 4]
+        rows = [line.split("|") for line in sinfo_text.splitlines() if line.count("|") == 3]
         names = {row[0].rstrip("*") for row in rows}
         if not partition:
             defaults = {row[0].rstrip("*") for row in rows if row[0].endswith("*")}
@@ -74,16 +73,16 @@ class SlurmCluster:
                 raise ProfileError(f"the cluster has no default partition: set SBATCH_PARTITION to one of "
                                    f"{', '.join(sorted(names)) or '(sinfo lists none)'}")
             partition = defaults.pop()
-        chosen = [row for row in rows if row[0].rstrip("*") == partition]
-        if not chosen:
-            raise ProfileError(f"SBATCH_PARTITION={partition}: sinfo lists no such partition; choose one of "
-                               f"{', '.join(sorted(names)) or '(none)'}")
-        nodes = tuple(Node(cpus=int(cpus), memory_mb=int(memory), **_gpus(gres))
-                      for _, cpus, memory, gres, _ in chosen)
+        unknown = [name for name in partition.split(",") if name not in names]  # sbatch takes a list
+        if unknown:
+            raise ProfileError(f"SBATCH_PARTITION={partition}: sinfo lists no partition {', '.join(unknown)}; "
+                               f"choose from {', '.join(sorted(names)) or '(none)'}")
+        chosen = [row for row in rows if row[0].rstrip("*") in partition.split(",")]
+        nodes = tuple(Node(memory_mb=int(memory), **_gpus(gres)) for _, memory, gres, _ in chosen)
         age = re.match(r"\d+", config.get("MinJobAge", ""))
         return cls(partition=partition, accounting=config.get("AccountingStorageType", NO_ACCOUNTING) != NO_ACCOUNTING,
                    min_job_age_s=int(age.group()) if age else None, nodes=nodes,
-                   time_limit_min=parse_minutes(chosen[0][4]))
+                   time_limit_min=max((parse_minutes(row[3]) for row in chosen), key=_no_limit_last))
 
     # ------------------------------------------------------------- what the profile asks
     @property
@@ -124,10 +123,10 @@ class SlurmCluster:
             return 0
         fitting = [node for node in self.nodes if (not model or model in node.gpu_models) and node.gpus >= count]
         if not fitting:
-            offered = sorted({gpu_model for node in self.nodes for gpu_model in node.gpu_models})
             what = f"{count} GPU{'s' if count > 1 else ''}" + (f" of model {model}" if model else "")
-            has = (f"at most {max(node.gpus for node in self.nodes)} GPUs per node"
-                   + (f" ({', '.join(offered)})" if offered else "")) if any(n.gpus for n in self.nodes) else "no GPUs"
+            most = max(node.gpus for node in self.nodes)
+            offered = sorted({gpu_model for node in self.nodes for gpu_model in node.gpu_models})
+            has = f"at most {most} GPUs per node" + (f" ({', '.join(offered)})" if offered else "") if most else "no GPUs"
             raise ProfileError(
                 f"{_jobs(rule)} ask for {what}, but partition {self.partition} has {has}. Choose a GPU partition "
                 f"(SBATCH_PARTITION), set ADVSEG_SLURM_GPUS to what a node has (0 runs them on CPUs)"
@@ -150,6 +149,10 @@ def parse_minutes(limit: str) -> int | None:
     else:  # MM[:SS]
         hours, minutes, seconds = 0, parts[0], (parts + [0])[1]
     return (int(days or 0) * 86400 + hours * 3600 + minutes * 60 + seconds) // 60
+
+
+def _no_limit_last(minutes: int | None) -> float:
+    return float("inf") if minutes is None else minutes
 
 
 def _gpus(gres: str) -> dict:
