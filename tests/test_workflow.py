@@ -52,13 +52,16 @@ def job_counts(output: str) -> dict[str, int]:
     return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
 
 
-def pid_of_training(arch: str) -> int | None:
+def pid_of_training(arch: str, directory: Path) -> int | None:
+    """The `advseg train` job of this test's workflow, never one of another workflow on the machine."""
     for entry in Path("/proc").iterdir():
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
+            cwd = (entry / "cwd").resolve()
         except OSError:
             continue
-        if b"train" in argv and arch.encode() in argv and any(a.endswith(b"advseg") for a in argv[:2]):
+        if (b"train" in argv and arch.encode() in argv and any(a.endswith(b"advseg") for a in argv[:2])
+                and cwd == directory.resolve()):
             return int(entry.name)
     return None
 
@@ -73,7 +76,7 @@ def runs(tmp_path_factory):
     deadline = time.monotonic() + 300
     killed = False
     while first.poll() is None and time.monotonic() < deadline and not killed:
-        pid = pid_of_training("Unet") if resume_state.exists() else None
+        pid = pid_of_training("Unet", directory) if resume_state.exists() else None
         if pid:
             os.kill(pid, signal.SIGKILL)
             killed = True
