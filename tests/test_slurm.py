@@ -101,7 +101,7 @@ class Snakemake:
     def __init__(self, directory: Path, cluster: LocalSlurmCluster, *args: str, path_first: Path | None = None,
                  profile: bool = True):
         # the profile as a user runs it; the pace of status checks only makes a test of seconds-long jobs
-        # quick (with the plugin's pace the same run took 4 min 53 s on a loaded machine)
+        # quick (with the plugin's pace the same run took 4 min 2 s on a loaded machine)
         submission = ["--profile", str(REPO / "profiles" / "slurm"),
                       "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1"]
         launcher = [sys.executable, "-c", STEADY_POLLING_SNAKEMAKE] if profile else [str(BIN / "snakemake")]
