@@ -18,7 +18,8 @@ def fake_run(results):
     (results / "tables" / "size.md").write_text("# Does model size predict attack success?\n\n| a | b |\n")
     for name in publish.FIGURES:
         (results / "plots" / name).write_bytes(b"\x89PNG fake")
-    for job, (seconds, end) in {"train/a": (100.0, 1_000_000_600), "attack/a": (30.0, 1_000_000_900)}.items():
+    jobs = {"train/a": (100.0, 1_000_000_600), "train/b": (50.0, 1_000_000_580), "attack/a": (30.0, 1_000_000_900)}
+    for job, (seconds, end) in jobs.items():
         path = results / "benchmarks" / f"{job}.tsv"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"s\th:m:s\n{seconds}\t0:00:00\n")
@@ -33,13 +34,13 @@ def test_page_holds_the_runs_pages_and_its_provenance(tmp_path):
     publish.run(Namespace(results=results, config=config, title="The zoo", intro="Why a zoo.", out=out))
     page = out.read_text()
     assert page.startswith("# The zoo\n\nWhy a zoo.")
-    # first job started at 1_000_000_500 (ended at 600 after 100 s); the last ended at 900: 400 s wall
-    assert "| ran | 2001-09-09 01:55 to 02:01 UTC: 7 min wall, 2 jobs, 2 min of job time |" in page
+    # jobs ran 500-600 (b inside it) and 870-900: 130 s busy between 01:55 and 02:01, 180 s of job time
+    assert "| ran | 2001-09-09 01:55 to 02:01 UTC, jobs running for 2 min of it; 3 jobs, 3 min of job time |" in page
     assert "## What this run's data say" in page and "**Independent units:** case; n = 9" in page
     assert "## Does model size predict attack success?" in page
     assert "![attack success against model size](img/zoo-param_size_correlation.png)" in page
     assert (tmp_path / "docs" / "img" / "zoo-dice_vs_eps.png").read_bytes().startswith(b"\x89PNG")
-    assert f"--configfile {config}" in page and "| machine |" in page and "| code | advseg at commit" in page
+    assert f"--configfile {config}" in page and "| machine |" in page and "| code | report written by advseg at commit" in page
 
 
 def test_a_run_that_did_not_finish_is_named(tmp_path):

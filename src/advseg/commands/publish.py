@@ -43,18 +43,18 @@ def run(args) -> None:
 
 
 def page_text(args, sources: dict[str, str], stem: str) -> str:
-    started, finished, job_seconds, jobs = run_span(args.results)
+    started, finished, busy, job_seconds, jobs = run_span(args.results)
     lines = [f"# {args.title}", ""]
     if args.intro:
         lines += [args.intro, ""]
     lines += [
-        "This page is generated from a run (`advseg publish`); nothing on it was typed by hand.", "",
+        "Everything below is generated from a run by `advseg publish`; nothing there was typed by hand.", "",
         "| | |", "|---|---|",
         f"| config | `{args.config}` |",
-        f"| ran | {started:%Y-%m-%d %H:%M} to {finished:%H:%M} UTC: {_duration(finished - started)} wall, "
-        f"{jobs} jobs, {job_seconds / 60:.0f} min of job time |",
+        f"| ran | {started:%Y-%m-%d %H:%M} to {finished:%H:%M} UTC, jobs running for "
+        f"{_duration(datetime.timedelta(seconds=busy))} of it; {jobs} jobs, {job_seconds / 60:.0f} min of job time |",
         f"| machine | {machine()} |",
-        f"| code | advseg at commit `{commit()}` |",
+        f"| code | report written by advseg at commit `{commit()}` |",
         f"| regenerate | `snakemake --cores {os.cpu_count()} --configfile {args.config}`, then `advseg publish "
         f"--results {args.results} --config {args.config} --title \"{args.title}\" --out {args.out}` |",
         "",
@@ -67,8 +67,9 @@ def page_text(args, sources: dict[str, str], stem: str) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def run_span(results: Path) -> tuple[datetime.datetime, datetime.datetime, float, int]:
-    """When the run's first job started and its last output was written, and its jobs' summed seconds.
+def run_span(results: Path) -> tuple[datetime.datetime, datetime.datetime, float, float, int]:
+    """When the run's first job started and its last ended, how long some job was running in
+    between (a run stopped and resumed later has gaps), its jobs' summed seconds and their number.
 
     Snakemake writes one benchmark file per job (``benchmarks/**/*.tsv``: its first column is
     the job's wall seconds) when the job ends.
@@ -76,15 +77,19 @@ def run_span(results: Path) -> tuple[datetime.datetime, datetime.datetime, float
     benchmarks = sorted(Path(results, "benchmarks").rglob("*.tsv"))
     if not benchmarks:
         raise ValueError(f"{results}/benchmarks: no job benchmarks; is this a results_dir of the workflow?")
-    seconds, ends = [], []
+    intervals = []
     for path in benchmarks:
-        rows = path.read_text().splitlines()
-        seconds.append(float(rows[1].split("\t")[0]))
-        ends.append(path.stat().st_mtime)
+        took = float(path.read_text().splitlines()[1].split("\t")[0])
+        end = path.stat().st_mtime
+        intervals.append((end - took, end))
+    busy, reached = 0.0, -float("inf")
+    for start, end in sorted(intervals):
+        busy += max(0.0, end - max(start, reached))
+        reached = max(reached, end)
     utc = datetime.timezone.utc
-    start = min(end - took for end, took in zip(ends, seconds))
-    return (datetime.datetime.fromtimestamp(start, utc), datetime.datetime.fromtimestamp(max(ends), utc),
-            sum(seconds), len(benchmarks))
+    return (datetime.datetime.fromtimestamp(min(s for s, _ in intervals), utc),
+            datetime.datetime.fromtimestamp(max(e for _, e in intervals), utc), busy,
+            sum(e - s for s, e in intervals), len(intervals))
 
 
 def machine() -> str:
@@ -97,8 +102,10 @@ def machine() -> str:
 
 
 def commit() -> str:
+    """The checkout's commit, marked when the working tree has changes of its own."""
     try:
-        found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        found = subprocess.run(["git", "describe", "--always", "--dirty=+changes"], capture_output=True, text=True,
+                               check=True)
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     return found.stdout.strip()

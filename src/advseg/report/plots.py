@@ -53,7 +53,8 @@ def size_figure(points: pd.DataFrame, table: pd.DataFrame, metric: str, eps: flo
     rows = int(np.ceil(len(table) / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(4.8 * columns, 4.0 * rows + 1.2 + 0.18 * len(numbers) / 3),
                              squeeze=False, sharey=True)
-    norm = plt.Normalize(float(points["clean"].min()), float(max(points["clean"].max(), points["clean"].min() + 1e-9)))
+    kept_clean = points.loc[points["kept"], "clean"] if points["kept"].any() else points["clean"]
+    norm = plt.Normalize(float(kept_clean.min()), float(max(kept_clean.max(), kept_clean.min() + 1e-9)))
     shown = None
     for ax, row in zip(axes.ravel(), table.itertuples()):
         panel = points[(points["attack"] == row.attack) & (points["attack_loss"] == row.attack_loss)
