@@ -32,12 +32,12 @@ def run(args) -> None:
     for path in [*sources.values(), *(args.results / "plots" / name for name in FIGURES), args.config]:
         if not path.is_file():
             raise ValueError(f"{path}: missing; run the workflow with --configfile {args.config} first")
+    stem = args.out.stem
+    page = page_text(args, {name: path.read_text() for name, path in sources.items()}, stem)  # before any write
     images = args.out.parent / "img"
     images.mkdir(parents=True, exist_ok=True)
-    stem = args.out.stem
     for name in FIGURES:
         shutil.copyfile(args.results / "plots" / name, images / f"{stem}-{name}")
-    page = page_text(args, {name: path.read_text() for name, path in sources.items()}, stem)
     with atomic_path(args.out) as temporary:
         temporary.write_text(page, encoding="utf-8")
 
