@@ -28,9 +28,11 @@ from torch import nn
 
 from advseg import settings as config_schema
 from advseg.config import METHODS, VARIANT_CHOICES, Variant, check_variant
+from advseg.defenses.eot import objective_gradient
 from advseg.inference import batch_slices
 from advseg.models import IN_CHANNELS, as_model_input
 from advseg.objectives import attack_objective
+from advseg.sweeps import checked_inputs, eval_mode
 
 # FGSM is PGD's one-step case: one step of size eps from the clean image
 FGSM_AS_PGD = {"steps": 1, "alpha": 1.0, "random_start": False, "restarts": 1}
@@ -177,28 +179,11 @@ def attack_sweep(model: nn.Module, images, masks, loss_name: str, epsilons: list
     never the result.
     """
     settings.validate()
-    epsilons = [float(eps) for eps in epsilons]
-    config_schema.fill("attack", {"epsilons": epsilons, "batch_size": batch_size})  # raises naming the key
-    images, masks = torch.as_tensor(images), torch.as_tensor(masks)
-    if images.ndim != 3 or masks.ndim != 4 or len(images) != len(masks) or images.shape[1:] != masks.shape[2:]:
-        raise ValueError(f"images {tuple(images.shape)} and masks {tuple(masks.shape)}: expected (N, H, W) "
-                         f"and (N, C, H, W) of the same N, H, W")
+    images, masks, epsilons, device, dtype = checked_inputs(model, images, masks, epsilons, batch_size)
     objective = attack_objective(settings.method, loss_name, settings.loss_argument_order)
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
-
-    was_training = model.training
-    needed_grad = [p.requires_grad for p in model.parameters()]
-    model.eval()
-    model.requires_grad_(False)  # only the input needs a gradient
-    try:
+    with eval_mode(model):
         parts = _run_batches(model, images, masks, objective, epsilons, settings.effective(), seed,
                              batch_size, device, dtype)
-    finally:
-        model.train(was_training)
-        for p, flag in zip(model.parameters(), needed_grad):
-            p.requires_grad_(flag)
 
     clean_pred = np.concatenate(parts["clean_pred"])
     results = {}
@@ -253,14 +238,11 @@ def _keep(parts, eps, adversarial, prediction) -> None:
 
 
 def _logits_and_gradient(model, to_model, x, masks, objective, step, steps, totals=None):
-    """Forward with the input's gradient; the batch loss is the sum of per-image losses."""
-    x = x.detach().requires_grad_(True)
-    logits = model(to_model(x))
-    loss = objective(logits, masks, step, steps)
+    """Forward with the input's gradient; the batch loss is the sum of per-image losses (EOT-aware)."""
+    logits, loss, grad = objective_gradient(model, to_model, x, masks, objective, step, steps)
     if totals is not None:
-        totals.append(float(loss.detach().sum()))
-    (grad,) = torch.autograd.grad(loss.sum(), x)
-    return logits.detach(), grad
+        totals.append(float(loss.sum()))
+    return logits, grad
 
 
 def _pgd(model, to_model, x, masks, objective, eps, settings, seed, indices):
