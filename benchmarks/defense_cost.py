@@ -104,7 +104,8 @@ def main() -> None:
                         loss="maskedbce", input="grey")
     eps, size = args.eps, args.batch_size
     attacks = {f"PGD-{args.steps}": lambda: attack_sweep(model, images, masks, "bce", [eps], pgd, batch_size=size),
-               f"APGD-{args.steps} (masked BCE)": lambda: apgd_sweep(model, images, masks, [eps], apgd, batch_size=size)}
+               f"APGD-{args.steps} (masked BCE)":
+                   lambda: apgd_sweep(model, images, masks, [eps], apgd, batch_size=size)}
     for draws in args.eot_draws:
         eot = ExpectationOverTransformation(smoothed, draws)
         attacks[f"PGD-{args.steps} + EOT({draws}) on smoothing"] = \
@@ -118,7 +119,8 @@ def main() -> None:
     print(f"device cpu, torch threads {torch.get_num_threads()}, model {args.arch}-{args.encoder} "
           f"({count_parameters(model):,} parameters, random weights), {len(images)} mni152 slices "
           f"{args.image_size}x{args.image_size}, batch {args.batch_size}, eps {eps:.4f}, median of {args.repeats} "
-          f"interleaved rounds after a warm-up; load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
+          f"interleaved rounds after a warm-up; load average before {load_before[0]:.2f}, "
+          f"after {os.getloadavg()[0]:.2f}")
     print(f"\n{'training defense':<22} {'s/epoch':>8} {'x standard':>11}")
     for name, seconds in training.items():
         print(f"{name:<22} {seconds:>8.2f} {seconds / training['standard']:>11.2f}")

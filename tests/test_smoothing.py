@@ -114,6 +114,10 @@ def test_certificate_of_a_constant_model_by_hand(n, certified):
     assert result.radius == pytest.approx(0.5 * norm.ppf(0.75), rel=1e-12)
     assert result.certified().all() == certified and result.certified().any() == certified
     np.testing.assert_array_equal(result.abstain_rate(), 0.0 if certified else 1.0)
+    with pytest.raises(ValueError, match="grey slices"):
+        certify(ConstantModel(logits), images[:, None], settings)
+    with pytest.raises(ValueError, match="defense.smoothing.n0"):
+        certify(ConstantModel(logits), images, smoothing_settings(n0=0))
 
 
 def test_binomial_p_values_and_their_clopper_pearson_inversion():
