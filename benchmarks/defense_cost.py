@@ -61,7 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for option, default in [("--image-size", 64), ("--n-images", 16), ("--batch-size", 16), ("--threads", 2),
                             ("--repeats", 3), ("--steps", 10), ("--pgd-at-steps", 7), ("--smoothing-n", 32),
-                            ("--smoothing-n0", 8)]:
+                            ("--smoothing-n0", 8), ("--draws-per-forward", 4)]:
         parser.add_argument(option, type=int, default=default)
     parser.add_argument("--eps", type=float, default=8 / 255)
     parser.add_argument("--sigma", type=float, default=0.25)
@@ -96,10 +96,9 @@ def main() -> None:
     model.eval()
 
     smoothing = SmoothingSettings(sigma=args.sigma, n=args.smoothing_n, n0=args.smoothing_n0, tau=0.75, alpha=0.001,
-                                  correction="holm", draws_per_forward=8)
+                                  correction="holm", draws_per_forward=args.draws_per_forward)
     smoothed = SmoothedModel(model, smoothing, seed=0)
-    pgd = AttackSettings(method="pgd", steps=args.steps, alpha=0.25, random_start=True, restarts=1, step="standard",
-                         loss_argument_order="standard", input="grey")
+    pgd = AttackSettings.from_section({"method": "pgd", "pgd": {"steps": args.steps}})   # the schema's PGD
     apgd = APGDSettings(steps=args.steps, alpha=2.0, momentum=0.75, rho=0.75, random_start=False, restarts=1,
                         loss="maskedbce", input="grey")
     eps, size = args.eps, args.batch_size
@@ -127,7 +126,8 @@ def main() -> None:
     print(f"(noise sigma {args.sigma}; fast_at: FGSM of 1.25 eps from a random start; pgd_at: {args.pgd_at_steps} "
           f"steps of 0.25 eps)")
     reference = attack_times[f"PGD-{args.steps}"]
-    print(f"\n{'attack or inference, one eps':<42} {'s/eps':>8} {'x PGD':>7}")
+    print(f"\n{'attack or inference, one eps':<42} {'s/eps':>8} {'x PGD':>7}   "
+          f"(noisy copies per forward: {args.draws_per_forward} x {args.batch_size} slices)")
     for name, seconds in attack_times.items():
         print(f"{name:<42} {seconds:>8.2f} {seconds / reference:>7.2f}")
 

@@ -9,26 +9,20 @@ import numpy as np
 import pytest
 import torch
 from scipy.spatial.distance import jensenshannon
-from test_attacks import batch, bounded_batch, grey_input, tiny64, trained  # noqa: F401 (fixtures)
+from test_attacks import attack_settings, batch, bounded_batch, grey_input, tiny64, trained  # noqa: F401
 
 from advseg.apgd import APGDSettings, apgd_checkpoints, apgd_sweep, js_objective, masked_bce_objective
-from advseg.attacks import AttackSettings, attack_sweep, image_dice
+from advseg.attacks import attack_sweep, image_dice
 
 torch.set_num_threads(1)
-# the papers' values (the schema will hold the defaults): APGD as in Croce and Hein, PGD as in advseg
+# APGD as in Croce and Hein (the schema will hold the defaults); PGD is the schema's (attack_settings)
 APGD = {"steps": 10, "alpha": 2.0, "momentum": 0.75, "rho": 0.75, "random_start": False, "restarts": 1,
         "loss": "maskedbce", "input": "grey"}
-PGD = {"steps": 10, "alpha": 0.25, "random_start": True, "restarts": 1, "step": "standard",
-       "loss_argument_order": "standard", "input": "grey"}
 
 
 def apgd_settings(**changes) -> APGDSettings:
     return APGDSettings(**{**APGD, **changes})
 
-
-def attack_settings(method: str, **changes) -> AttackSettings:
-    """Every field given, so that it reads the same whether AttackSettings has defaults or the schema does."""
-    return AttackSettings(method=method, **{**PGD, **changes})
 
 # one image, one class, five elements: right-positive, wrong-positive, wrong-negative, right-negative, undecided
 Z = [2.0, -1.0, 0.5, -3.0, 0.0]

@@ -7,15 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_apgd import apgd_settings, assert_same_sweeps, attack_settings
-from test_attacks import TinyNet, batch, grey_input, shapes, tiny64  # noqa: F401 (fixture)
+from test_apgd import apgd_settings, assert_same_sweeps
+from test_attacks import TinyNet, attack_settings, batch, grey_input, shapes, tiny64  # noqa: F401 (fixture)
 from test_smoothing import smoothing_settings
 from torch import nn
 
 from advseg.apgd import apgd_sweep
 from advseg.attacks import attack_sweep, image_dice
 from advseg.defenses.ensemble import Ensemble, mean_probability_logits
-from advseg.defenses.eot import ExpectationOverTransformation, objective_at
+from advseg.defenses.eot import ExpectationOverTransformation, objective_gradient
 from advseg.defenses.purification import Quantization, StraightThrough, bpda, masking_check, purified
 from advseg.defenses.smoothing import SmoothedModel
 from advseg.defenses.training_inputs import training_inputs
@@ -208,25 +208,31 @@ def test_masking_check_compares_like_with_like():
 # --- EOT against randomized smoothing ---------------------------------------------------
 
 
+def bce_objective(logits, masks, step, steps):
+    return BCE(logits, masks)
+
+
 def test_eot_averages_the_objective_and_its_gradient_over_the_draws(tiny64):
     images, masks = batch(2, seed=43, dtype=torch.float64)
-    smoothed = SmoothedModel(tiny64, smoothing_settings(sigma=0.2), seed=2)
-    eot = ExpectationOverTransformation(smoothed, draws=3)
-    x = as_model_input(images).clone().requires_grad_(True)
-    logits, loss = objective_at(eot, x, masks, lambda z, y, step, steps: BCE(z, y), 1, 1)
-    (grad,) = torch.autograd.grad(loss.sum(), x)
+    smoothed = SmoothedModel(tiny64, smoothing_settings(sigma=0.2, draws_per_forward=2), seed=2)
+    eot = ExpectationOverTransformation(smoothed, draws=3)                  # chunks of 2 draws and 1
+    logits, loss, grad = objective_gradient(eot, as_model_input, images, masks, bce_objective, 1, 1)
     per_draw = []
     for draw in range(3):                                  # one draw at a time, by hand
-        xi = as_model_input(images).clone().requires_grad_(True)
-        value = BCE(smoothed.sample(xi, range(draw, draw + 1), 2)[0], masks)
-        per_draw.append((value.detach(), torch.autograd.grad(value.sum(), xi)[0]))
-    torch.testing.assert_close(loss.detach(), sum(v for v, _ in per_draw) / 3, rtol=1e-12, atol=0)
+        grey = images.clone().requires_grad_(True)
+        value = BCE(smoothed.sample(as_model_input(grey), range(draw, draw + 1), 2)[0], masks)
+        per_draw.append((value.detach(), torch.autograd.grad(value.sum(), grey)[0]))
+    torch.testing.assert_close(loss, sum(v for v, _ in per_draw) / 3, rtol=1e-12, atol=0)
     torch.testing.assert_close(grad, sum(g for _, g in per_draw) / 3, rtol=1e-10, atol=1e-14)
     with torch.no_grad():
         torch.testing.assert_close(logits, eot(as_model_input(images)))
-    plain_logits, plain_loss = objective_at(tiny64, as_model_input(images), masks,
-                                            lambda z, y, step, steps: BCE(z, y), 1, 1)
-    torch.testing.assert_close(plain_loss, BCE(tiny64(as_model_input(images)), masks))
+    # a deterministic model: one forward, one backward
+    plain_logits, plain_loss, plain_grad = objective_gradient(tiny64, as_model_input, images, masks,
+                                                              bce_objective, 1, 1)
+    grey = images.clone().requires_grad_(True)
+    expected = BCE(tiny64(as_model_input(grey)), masks)
+    torch.testing.assert_close(plain_loss, expected.detach())
+    torch.testing.assert_close(plain_grad, torch.autograd.grad(expected.sum(), grey)[0])
     with pytest.raises(ValueError, match="attack.eot.draws"):
         ExpectationOverTransformation(smoothed, draws=0)
     with pytest.raises(TypeError, match="not a random defense"):

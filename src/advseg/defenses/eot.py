@@ -6,13 +6,15 @@ it; EOT follows the gradient of the objective averaged over k draws per step.
 
 A random defense offers ``sample(inputs, draws, stream)``: the differentiable logits of the
 given draws, (k, N, C, H, W) (:class:`advseg.defenses.smoothing.SmoothedModel` does). Wrapped
-in :class:`ExpectationOverTransformation`, it is attacked by any loop that obtains its
-objective through :func:`objective_at` (the PGD loop of :mod:`advseg.attacks` and
-:mod:`advseg.apgd` do): the objective is the mean over k draws of the per-image objective,
-so its input gradient is the mean of the draws' gradients. Inside the loop the wrapper's
-logits are the k-draw estimate logit(mean sigmoid) of the defense's output, which chooses
-the kept iterate; score the final adversarial inputs with the defense itself
-(:func:`advseg.inference.predict_masks` on the defended model with ``model_input=True``).
+in :class:`ExpectationOverTransformation`, it is attacked by any loop that takes its
+gradients from :func:`objective_gradient` (the PGD loop of :mod:`advseg.attacks`,
+:mod:`advseg.apgd` and the adversarial-training batch makers do): the objective is the mean
+over k draws of the per-image objective, and its input gradient the mean of the draws'
+gradients, computed ``draws_per_forward`` draws at a time (the defense's setting), so memory
+does not grow with k. Inside the loop the wrapper's logits are the k-draw estimate
+logit(mean sigmoid) of the defense's output, which chooses the kept iterate; score the final
+adversarial inputs with the defense itself (:func:`advseg.inference.predict_masks` on the
+defended model with ``model_input=True``).
 
 The attack draws from its own stream, so it never sees the noise the defense's own
 prediction uses at the same input.
@@ -31,6 +33,8 @@ ATTACK_STREAM = 2  # noise streams of a random defense: 0 its prediction, 1 cert
 
 
 class RandomDefense(Protocol):
+    draws_per_forward: int  # draws that share one forward pass: memory and speed only
+
     def sample(self, inputs: torch.Tensor, draws: range, stream: int) -> torch.Tensor:
         """(k, N, C, H, W) differentiable logits of draws ``draws`` of the defense's randomness."""
 
@@ -46,36 +50,39 @@ class ExpectationOverTransformation(nn.Module):
             raise ValueError(f"attack.eot.draws: {draws!r} must be an integer >= 1")
         self.defense, self.draws = defense, draws
 
-    def draw_logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.defense.sample(inputs, range(self.draws), ATTACK_STREAM)
+    def chunks(self) -> list[range]:
+        step = self.defense.draws_per_forward
+        return [range(start, min(start + step, self.draws)) for start in range(0, self.draws, step)]
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """The k-draw estimate of the defense's output, logit(mean sigmoid)."""
-        return mean_probability_logits(self.draw_logits(inputs))
+        return mean_probability_logits(torch.cat([self.defense.sample(inputs, chunk, ATTACK_STREAM)
+                                                  for chunk in self.chunks()]))
 
-    def expected_objective(self, inputs: torch.Tensor, masks: torch.Tensor, objective: Callable, step: int,
-                           steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(estimate logits, per-image objective averaged over the draws) from one pass over the k draws."""
-        draws = self.draw_logits(inputs)
-        losses = torch.stack([objective(logits, masks, step, steps) for logits in draws])
-        return mean_probability_logits(draws.detach()), losses.mean(0)
+    def objective_gradient(self, to_model: Callable, x: torch.Tensor, masks: torch.Tensor, objective: Callable,
+                           step: int, steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:func:`objective_gradient` averaged over the draws, one chunk of draws per backward pass."""
+        x = x.detach().requires_grad_(True)
+        draws, total, grad = [], 0.0, torch.zeros_like(x)
+        for chunk in self.chunks():
+            logits = self.defense.sample(to_model(x), chunk, ATTACK_STREAM)
+            losses = torch.stack([objective(draw, masks, step, steps) for draw in logits]).sum(0) / self.draws
+            grad += torch.autograd.grad(losses.sum(), x)[0]
+            draws.append(logits.detach())
+            total = total + losses.detach()
+        return mean_probability_logits(torch.cat(draws)), total, grad
 
 
 def objective_gradient(model: nn.Module, to_model: Callable, x: torch.Tensor, masks: torch.Tensor,
                        objective: Callable, step: int, steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(logits, per-image objective, its gradient in x), all detached, where the model sees ``to_model(x)``.
-    The batch objective is the per-image sum, so each image's gradient is that of its own objective."""
+
+    The batch objective is the per-image sum, so each image's gradient is that of its own
+    objective; a random defense under EOT gives the mean over its draws."""
+    if isinstance(model, ExpectationOverTransformation):
+        return model.objective_gradient(to_model, x, masks, objective, step, steps)
     x = x.detach().requires_grad_(True)
-    logits, loss = objective_at(model, to_model(x), masks, objective, step, steps)
+    logits = model(to_model(x))
+    loss = objective(logits, masks, step, steps)
     (grad,) = torch.autograd.grad(loss.sum(), x)
     return logits.detach(), loss.detach(), grad
-
-
-def objective_at(model: nn.Module, inputs: torch.Tensor, masks: torch.Tensor, objective: Callable, step: int,
-                 steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's logits at ``inputs`` and the (N,) objective an attack follows there; for a random
-    defense under EOT, the objective's mean over its draws."""
-    if isinstance(model, ExpectationOverTransformation):
-        return model.expected_objective(inputs, masks, objective, step, steps)
-    logits = model(inputs)
-    return logits, objective(logits, masks, step, steps)

@@ -100,6 +100,10 @@ class SmoothedModel(nn.Module):
         super().__init__()
         self.base, self.settings, self.seed = base, settings.validate(), seed
 
+    @property
+    def draws_per_forward(self) -> int:
+        return self.settings.draws_per_forward
+
     def sample(self, inputs: torch.Tensor, draws: range, stream: int) -> torch.Tensor:
         """(k, N, C, H, W) base-model logits on the noisy copies of ``draws`` (differentiable in inputs)."""
         noise = keyed_noise(inputs, draws, stream, self.seed)
@@ -111,7 +115,7 @@ class SmoothedModel(nn.Module):
     def votes(self, inputs: torch.Tensor, draws: range, stream: int) -> torch.Tensor:
         """(N, C, H, W) int32: how many of ``draws`` the base model decides 1, a few draws per forward."""
         total = None
-        step = self.settings.draws_per_forward
+        step = self.draws_per_forward
         for start in range(draws.start, draws.stop, step):
             positive = (self.sample(inputs, range(start, min(start + step, draws.stop)), stream) > 0)
             counts = positive.sum(0, dtype=torch.int32)
