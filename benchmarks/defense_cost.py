@@ -90,21 +90,20 @@ def main() -> None:
     training = median_seconds({
         "standard": epoch_of(None),
         "noise": epoch_of(training_inputs("noise", {"sigma": args.sigma})),
-        "fast_at": epoch_of(training_inputs("fast_at", {"eps": args.eps, "alpha": 1.25})),
-        "pgd_at": epoch_of(training_inputs("pgd_at", {"eps": args.eps, "steps": args.pgd_at_steps, "alpha": 0.25})),
+        "fast_at": epoch_of(training_inputs("fast_at", {"eps": args.eps})),
+        "pgd_at": epoch_of(training_inputs("pgd_at", {"eps": args.eps, "steps": args.pgd_at_steps})),
     }, args.repeats)
     model.eval()
 
-    smoothing = SmoothingSettings(sigma=args.sigma, n=args.smoothing_n, n0=args.smoothing_n0, tau=0.75, alpha=0.001,
-                                  correction="holm", draws_per_forward=args.draws_per_forward)
+    smoothing = SmoothingSettings.from_section({"sigma": args.sigma, "n": args.smoothing_n, "n0": args.smoothing_n0,
+                                                "draws_per_forward": args.draws_per_forward})
     smoothed = SmoothedModel(model, smoothing, seed=0)
     pgd = AttackSettings.from_section({"method": "pgd", "pgd": {"steps": args.steps}})   # the schema's PGD
-    apgd = APGDSettings(steps=args.steps, alpha=2.0, momentum=0.75, rho=0.75, random_start=False, restarts=1,
-                        loss="maskedbce", input="grey")
+    apgd = APGDSettings.from_section({"apgd": {"steps": args.steps}})                     # the schema's APGD
     eps, size = args.eps, args.batch_size
     attacks = {f"PGD-{args.steps}": lambda: attack_sweep(model, images, masks, "bce", [eps], pgd, batch_size=size),
                f"APGD-{args.steps} (masked BCE)":
-                   lambda: apgd_sweep(model, images, masks, [eps], apgd, batch_size=size)}
+                   lambda: apgd_sweep(model, images, masks, "maskedbce", [eps], apgd, batch_size=size)}
     for draws in args.eot_draws:
         eot = ExpectationOverTransformation(smoothed, draws)
         attacks[f"PGD-{args.steps} + EOT({draws}) on smoothing"] = \

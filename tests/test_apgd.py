@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -15,13 +16,9 @@ from advseg.apgd import APGDSettings, apgd_checkpoints, apgd_sweep, js_objective
 from advseg.attacks import attack_sweep, image_dice
 
 torch.set_num_threads(1)
-# APGD as in Croce and Hein (the schema will hold the defaults); PGD is the schema's (attack_settings)
-APGD = {"steps": 10, "alpha": 2.0, "momentum": 0.75, "rho": 0.75, "random_start": False, "restarts": 1,
-        "loss": "maskedbce", "input": "grey"}
-
-
 def apgd_settings(**changes) -> APGDSettings:
-    return APGDSettings(**{**APGD, **changes})
+    """The schema's APGD (the paper's settings) at 10 steps, then ``changes`` (unchecked)."""
+    return dataclasses.replace(APGDSettings.from_section({"apgd": {"steps": 10}}), **changes)
 
 
 # one image, one class, five elements: right-positive, wrong-positive, wrong-negative, right-negative, undecided
@@ -80,7 +77,6 @@ def test_checkpoints_follow_the_paper():
     (apgd_settings(momentum=1.5), "attack.apgd.momentum"),
     (apgd_settings(rho=float("nan")), "attack.apgd.rho"),
     (apgd_settings(random_start="no"), "attack.apgd.random_start"),
-    (apgd_settings(loss="ce"), "attack.apgd.loss"),
     (apgd_settings(input="rgb"), "attack.input"),
 ])
 def test_bad_settings_name_their_key(settings, key):
@@ -88,11 +84,19 @@ def test_bad_settings_name_their_key(settings, key):
         settings.validate()
 
 
+def test_the_schema_holds_the_papers_settings_and_a_bad_loss_is_named(tiny64):
+    assert APGDSettings.from_section() == APGDSettings(steps=100, alpha=2.0, momentum=0.75, rho=0.75,
+                                                       random_start=False, restarts=1, input="grey")
+    images, masks = batch(1, seed=24, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"attack\.losses: unknown value 'ce'"):
+        apgd_sweep(tiny64, images, masks, "ce", [0.01], apgd_settings())
+
+
 def test_one_step_of_alpha_one_is_fgsm(tiny64):
     images, masks = bounded_batch(3, seed=20)
     images = images.double()
     fgsm = attack_sweep(tiny64, images, masks, "bce", [0.02, 0.05], attack_settings("fgsm"))
-    apgd = apgd_sweep(tiny64, images, masks, [0.02, 0.05], apgd_settings(steps=1, alpha=1.0, loss="bce"))
+    apgd = apgd_sweep(tiny64, images, masks, "bce", [0.02, 0.05], apgd_settings(steps=1, alpha=1.0))
     for eps in (0.02, 0.05):
         assert np.array_equal(apgd[eps].adv_inputs, fgsm[eps].adv_inputs)
         assert np.array_equal(apgd[eps].adv_pred, fgsm[eps].adv_pred)
@@ -104,7 +108,7 @@ def test_one_step_of_alpha_one_is_fgsm(tiny64):
 def test_stays_in_the_eps_ball_and_unit_range(tiny64, loss, input_mode):
     images, masks = bounded_batch(2, seed=21)
     eps = 0.03
-    result = apgd_sweep(tiny64, images.double(), masks, [eps], apgd_settings(steps=5, loss=loss, input=input_mode))[eps]
+    result = apgd_sweep(tiny64, images.double(), masks, loss, [eps], apgd_settings(steps=5, input=input_mode))[eps]
     adversarial, clean = result.adv_inputs, grey_input(images).numpy()
     assert adversarial.shape == clean.shape and adversarial.dtype == np.float32
     assert adversarial.min() >= 0 and adversarial.max() <= 1
@@ -122,8 +126,9 @@ def test_stays_in_the_eps_ball_and_unit_range(tiny64, loss, input_mode):
 @pytest.mark.parametrize("loss", ["maskedbce", "js"])
 def test_results_do_not_depend_on_the_batch_size(tiny64, loss):
     images, masks = batch(5, seed=22, dtype=torch.float64)
-    settings = apgd_settings(steps=6, loss=loss, random_start=True, restarts=2)
-    runs = [apgd_sweep(tiny64, images, masks, [0.02, 0.05], settings, seed=4, batch_size=size) for size in (5, 2, 1)]
+    settings = apgd_settings(steps=6, random_start=True, restarts=2)
+    runs = [apgd_sweep(tiny64, images, masks, loss, [0.02, 0.05], settings, seed=4, batch_size=size)
+            for size in (5, 2, 1)]
     assert all(not np.array_equal(result.adv_pred, result.clean_pred) for result in runs[0].values())
     assert_same_sweeps(runs)
 
@@ -143,7 +148,7 @@ def test_seeds_restarts_eval_mode_and_callback(tiny64):
 
     def run(seed, restarts, on_step=None):
         settings = apgd_settings(steps=4, random_start=True, restarts=restarts)
-        return apgd_sweep(tiny64, images, masks, [eps], settings, seed=seed, on_step=on_step)[eps]
+        return apgd_sweep(tiny64, images, masks, "maskedbce", [eps], settings, seed=seed, on_step=on_step)[eps]
 
     first, other = run(0, 1), run(1, 1)
     assert not np.array_equal(first.adv_inputs, other.adv_inputs)
@@ -162,7 +167,7 @@ def test_seeds_restarts_eval_mode_and_callback(tiny64):
     assert [value for _, _, value in seen] == first.loss_history
     assert all(p.grad is None and p.requires_grad for p in tiny64.parameters())
     with pytest.raises(ValueError, match="attack.epsilons"):
-        apgd_sweep(tiny64, images, masks, [2.0], apgd_settings())
+        apgd_sweep(tiny64, images, masks, "js", [2.0], apgd_settings())
 
 
 @pytest.mark.parametrize("eps", [0.05])  # at 0.03 masked BCE is within 0.001 of PGD
@@ -172,7 +177,7 @@ def test_apgd_is_at_least_as_strong_as_pgd_at_equal_iterations(trained, eps):
     pgd = attack_sweep(net, images, masks, "bce", [eps], attack_settings("pgd", steps=steps))[eps]
     dice = {"pgd": image_dice(torch.from_numpy(pgd.adv_pred), masks).mean().item()}
     for loss in ("bce", "maskedbce", "js"):
-        result = apgd_sweep(net, images, masks, [eps], apgd_settings(steps=steps, loss=loss))[eps]
+        result = apgd_sweep(net, images, masks, loss, [eps], apgd_settings(steps=steps))[eps]
         dice[f"apgd-{loss}"] = image_dice(torch.from_numpy(result.adv_pred), masks).mean().item()
     print(f"mean Dice at eps {eps}, {steps} iterations: clean {clean:.3f}, "
           + ", ".join(f"{name} {value:.3f}" for name, value in dice.items()))

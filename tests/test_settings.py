@@ -14,10 +14,13 @@ import pytest
 
 import advseg
 from advseg import settings as schema
+from advseg.apgd import APGDSettings
 from advseg.attacks import AttackSettings
 from advseg.config import (Variant, attack_jobs, correlation_eps, eps_label, job_settings, methods, model_specs,
                            replicates, transfer_eps)
 from advseg.datasets import DataSettings
+from advseg.defenses.smoothing import SmoothingSettings
+from advseg.defenses.training_inputs import FastATSettings, NoiseSettings, PGDATSettings
 from advseg.report.settings import ReportSettings
 from advseg.settings import as_dict, default, fill, from_mapping
 from advseg.training import TrainingSettings
@@ -32,6 +35,11 @@ SETTINGS_CLASSES = {
     AttackSettings: {"method": "attack.method", **{name: f"attack.pgd.{name}" for name in schema.node("attack.pgd")
                                                    ["properties"]},
                      **{name: f"attack.{name}" for name in ("step", "loss_argument_order", "input")}},
+    APGDSettings: {**{name: f"attack.apgd.{name}" for name in schema.node("attack.apgd")["properties"]},
+                   "input": "attack.input"},
+    **{cls: {name: f"defense.{section}.{name}" for name in schema.node(f"defense.{section}")["properties"]}
+       for cls, section in ((SmoothingSettings, "smoothing"), (NoiseSettings, "noise"), (FastATSettings, "fast_at"),
+                            (PGDATSettings, "pgd_at"))},
 }
 
 

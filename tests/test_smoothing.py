@@ -3,6 +3,8 @@ by hand (binomial tests, Holm and Bonferroni, Clopper-Pearson bounds, radii, cer
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -18,13 +20,11 @@ from advseg.models import as_model_input
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
 S = 1e-5  # the study's Dice smoothing
-# Fischer et al.'s tau, alpha and correction at small n (the schema will hold the defaults)
-SMOOTHING = {"sigma": 0.25, "n": 100, "n0": 10, "tau": 0.75, "alpha": 0.001, "correction": "holm",
-             "draws_per_forward": 8}
 
 
 def smoothing_settings(**changes) -> SmoothingSettings:
-    return SmoothingSettings(**{**SMOOTHING, **changes})
+    """The schema's smoothing settings, then ``changes`` (unchecked)."""
+    return dataclasses.replace(SmoothingSettings.from_section(), **changes)
 
 
 class ConstantModel(nn.Module):
@@ -52,7 +52,7 @@ class Inputs(nn.Module):
 @pytest.mark.parametrize("changes, key", [
     ({"sigma": 0}, "defense.smoothing.sigma"),
     ({"n": 0}, "defense.smoothing.n"),
-    ({"n0": 2.0}, "defense.smoothing.n0"),
+    ({"n0": 2.5}, "defense.smoothing.n0"),
     ({"tau": 0.4}, "defense.smoothing.tau"),
     ({"tau": 1.0}, "defense.smoothing.tau"),
     ({"alpha": 0}, "defense.smoothing.alpha"),

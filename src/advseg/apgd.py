@@ -15,7 +15,7 @@ halves it per image when progress stalls, going back to the image's best-loss it
 
 Losses from SEA (Croce, Singh, Hein 2023), adapted from softmax to sigmoid outputs, where each
 (class, pixel) is a binary decision with p = sigmoid(z) (names ``maskedbce`` and ``js``; any
-name from :mod:`advseg.losses` works too):
+name from :mod:`advseg.losses` works too, called in the standard order):
 
 - ``maskedbce``: the mean of m·BCE, m = 1[decision still right] without gradient. Elements
   already flipped drop out, so the budget goes to those still right instead of pushing
@@ -34,28 +34,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advseg import catalog
+from advseg import settings as config_schema
 from advseg.attacks import StepCallback, SweepResult, image_dice, project, random_start_noise
 from advseg.defenses.eot import objective_gradient
 from advseg.inference import batch_slices
+from advseg.config import VARIANT_CHOICES
 from advseg.losses import LOSSES
 from advseg.models import IN_CHANNELS, as_model_input
 from advseg.objectives import Objective, named_loss_objective
 from advseg.sweeps import checked_inputs, eval_mode
 
 SEA_LOSSES = ("maskedbce", "js")
-INPUTS = ("grey", "channels")
+OPTIONS = ("steps", "alpha", "momentum", "rho", "random_start", "restarts")
 
 
 @dataclass(frozen=True)
 class APGDSettings:
-    """APGD's hyper-parameters, config keys ``attack.apgd.*`` (the schema holds the defaults; the
-    paper's: alpha 2, momentum 0.75, rho 0.75; SEA: 300 steps, no random start)."""
+    """APGD's hyper-parameters: config keys ``attack.apgd.*`` and the variant ``attack.input`` (the
+    schema holds the defaults, the paper's: alpha 2, momentum 0.75, rho 0.75)."""
 
     steps: int                    # gradient evaluations per restart
     alpha: float                  # initial step size, a fraction of eps
@@ -63,26 +67,18 @@ class APGDSettings:
     rho: float                    # the fraction of rising steps below which a checkpoint halves the step
     random_start: bool
     restarts: int                 # runs from other random starts (1 without a random start)
-    loss: str                     # maskedbce, js, or a loss of advseg.losses
     input: str                    # perturb the grey slice, or each of the 3 model channels
+
+    @classmethod
+    def from_section(cls, attack: Mapping[str, Any] | None = None) -> "APGDSettings":
+        """From (part of) an attack section, e.g. ``{"apgd": {"steps": 300}}``; the rest from the schema."""
+        attack = config_schema.fill("attack", attack)
+        return config_schema.from_mapping(cls, attack["apgd"], "attack.apgd", input=attack["input"]).validate()
 
     def validate(self) -> "APGDSettings":
         """Raise a ValueError naming the config key of the first bad value; return self."""
-        for name, low in (("steps", 1), ("restarts", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"attack.apgd.{name}: {value!r} must be an integer >= {low}")
-        for name, low, high in (("alpha", 0.0, math.inf), ("momentum", 0.0, 1.0), ("rho", 0.0, 1.0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
-                raise ValueError(f"attack.apgd.{name}: {value!r} must be a number in ({low}, {high}]")
-        if not isinstance(self.random_start, bool):
-            raise ValueError(f"attack.apgd.random_start: {self.random_start!r} must be true or false")
-        if self.loss not in SEA_LOSSES + tuple(LOSSES):
-            raise ValueError(f"attack.apgd.loss: unknown loss {self.loss!r}; choose one of: "
-                             f"{', '.join(SEA_LOSSES + tuple(LOSSES))}")
-        if self.input not in INPUTS:
-            raise ValueError(f"attack.input: unknown value {self.input!r}; choose one of: {', '.join(INPUTS)}")
+        config_schema.fill("attack", {"apgd": {name: getattr(self, name) for name in OPTIONS}})
+        catalog.check_choice("attack.input", self.input, VARIANT_CHOICES["input"])
         return self
 
 
@@ -113,6 +109,7 @@ def js_objective(logits: torch.Tensor, masks: torch.Tensor, step: int, steps: in
 
 def apgd_objective(loss: str) -> Objective:
     """SEA's losses by name, or a loss of :mod:`advseg.losses` called ``loss(logits, masks)``."""
+    catalog.check_choice("attack.losses", loss, SEA_LOSSES + tuple(LOSSES))
     if loss in SEA_LOSSES:
         return {"maskedbce": masked_bce_objective, "js": js_objective}[loss]
     return named_loss_objective(loss)
@@ -199,16 +196,16 @@ def _run(model, to_model, x, masks, objective, eps, settings: APGDSettings, star
     return history
 
 
-def apgd_sweep(model: nn.Module, images, masks, epsilons: list[float], settings: APGDSettings, seed: int = 0,
-               on_step: StepCallback | None = None, batch_size: int = 32) -> dict[float, SweepResult]:
-    """APGD on every image at every eps, as :func:`advseg.attacks.attack_sweep` does for PGD.
+def apgd_sweep(model: nn.Module, images, masks, loss_name: str, epsilons: list[float], settings: APGDSettings,
+               seed: int = 0, on_step: StepCallback | None = None, batch_size: int = 32) -> dict[float, SweepResult]:
+    """APGD on every image at every eps, as :func:`advseg.attacks.attack_sweep` does for PGD (same arguments).
 
-    ``images`` (N, H, W) grey slices in [0, 1], ``masks`` (N, C, H, W); the loss is ``settings.loss``.
-    ``batch_size`` changes speed and memory, never the result.
+    ``images`` (N, H, W) grey slices in [0, 1], ``masks`` (N, C, H, W); ``loss_name`` one of SEA's
+    losses or of :mod:`advseg.losses`. ``batch_size`` changes speed and memory, never the result.
     """
     settings.validate()
+    objective = apgd_objective(loss_name)
     images, masks, epsilons, device, dtype = checked_inputs(model, images, masks, epsilons, batch_size)
-    objective = apgd_objective(settings.loss)
     to_model = as_model_input if settings.input == "grey" else (lambda inputs: inputs)
     parts = {"clean_pred": [], "adv": {eps: [] for eps in epsilons}, "pred": {eps: [] for eps in epsilons},
              "history": {eps: [0.0] * settings.steps for eps in epsilons}}

@@ -18,20 +18,21 @@ Streams keep the noise of the prediction (0), the certification (1) and attacks 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import math
-from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 from scipy.stats import norm
 from torch import nn
 
+from advseg import settings as config_schema
+
 PREDICTION_STREAM, CERTIFICATION_STREAM = 0, 1
-CORRECTIONS = ("holm", "bonferroni")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class SmoothingSettings:
     """Config keys ``defense.smoothing.*`` (the schema holds the defaults; Fischer et al. used
     sigma 0.25 and 0.5, n0 100, n 1000 and more, tau 0.75 and 0.95, alpha 0.001, Holm)."""
@@ -44,23 +45,14 @@ class SmoothingSettings:
     correction: str               # holm, or bonferroni (Clopper-Pearson bound at alpha / decisions)
     draws_per_forward: int        # noisy copies per forward pass: memory and speed only
 
+    @classmethod
+    def from_section(cls, smoothing: Mapping[str, Any] | None = None) -> "SmoothingSettings":
+        """From (part of) the ``defense.smoothing`` section; the rest from the schema."""
+        return config_schema.from_mapping(cls, smoothing, "defense.smoothing")
+
     def validate(self) -> "SmoothingSettings":
         """Raise a ValueError naming the config key of the first bad value; return self."""
-        key = "defense.smoothing"
-        for name in ("n", "n0", "draws_per_forward"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key}.{name}: {value!r} must be an integer >= 1")
-        checks = (("sigma", self.sigma, 0.0, math.inf, "> 0"), ("tau", self.tau, 0.5, 1.0, "in [0.5, 1)"),
-                  ("alpha", self.alpha, 0.0, 1.0, "in (0, 1)"))
-        for name, value, low, high, words in checks:
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            inside = number and (low <= value < high if name == "tau" else low < value < high)
-            if not inside:
-                raise ValueError(f"{key}.{name}: {value!r} must be a number {words}")
-        if self.correction not in CORRECTIONS:
-            raise ValueError(f"{key}.correction: unknown value {self.correction!r}; choose one of: "
-                             f"{', '.join(CORRECTIONS)}")
+        config_schema.fill("defense.smoothing", dataclasses.asdict(self))
         return self
 
     @property

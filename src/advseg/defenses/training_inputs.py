@@ -19,34 +19,23 @@ are not touched.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import torch
 from torch import nn
 
+from advseg import settings as config_schema
 from advseg.attacks import project
 from advseg.defenses.eot import objective_gradient
 from advseg.losses import PerImageLoss
 from advseg.models import as_model_input
 
 
-def _check(key: str, name: str, value, integer: bool = False, low: float = 0.0, high: float = math.inf) -> None:
-    """A ValueError naming ``key.name`` unless value is a number (an integer) in (low, high]."""
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not low < value <= high:
-        kind = "an integer" if integer else "a number"
-        raise ValueError(f"{key}.{name}: {value!r} must be {kind} in ({low}, {high}]")
-
-
+# settings of defense.<name>: the schema holds the defaults and the checks (made by training_inputs)
 @dataclass(frozen=True)
 class NoiseSettings:
     sigma: float                  # noise standard deviation, in grey intensity units
-
-    def validate(self) -> "NoiseSettings":
-        _check("defense.noise", "sigma", self.sigma)
-        return self
 
 
 @dataclass(frozen=True)
@@ -54,23 +43,12 @@ class FastATSettings:
     eps: float                    # the L∞ radius trained against
     alpha: float                  # the FGSM step, a fraction of eps (Wong et al.: 1.25)
 
-    def validate(self) -> "FastATSettings":
-        _check("defense.fast_at", "eps", self.eps, high=1.0)
-        _check("defense.fast_at", "alpha", self.alpha)
-        return self
-
 
 @dataclass(frozen=True)
 class PGDATSettings:
     eps: float                    # the L∞ radius trained against
     steps: int                    # PGD steps per batch (each a forward and a backward; Madry et al.: 7)
     alpha: float                  # the step, a fraction of eps (Madry et al.: 2/255 for eps 8/255, 0.25)
-
-    def validate(self) -> "PGDATSettings":
-        _check("defense.pgd_at", "eps", self.eps, high=1.0)
-        _check("defense.pgd_at", "steps", self.steps, integer=True)
-        _check("defense.pgd_at", "alpha", self.alpha)
-        return self
 
 
 def noise_inputs(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, loss: PerImageLoss,
@@ -113,18 +91,12 @@ BatchMaker = Callable[[nn.Module, torch.Tensor, torch.Tensor, PerImageLoss, torc
 
 
 def training_inputs(name: str, options: Mapping | None = None) -> BatchMaker:
-    """The batch maker of defense ``name`` with its config options (all of them, filled from the schema)
-    bound and validated now, before any training starts: ``make(model, images, masks, loss, generator)``."""
+    """The batch maker of defense ``name`` with its ``defense.<name>`` options (the rest from the schema)
+    checked and bound now, before any training starts: ``make(model, images, masks, loss, generator)``."""
     if name not in TRAINING_DEFENSES:
         raise ValueError(f"defenses: {name!r} is not a training defense; choose one of: {', '.join(TRAINING_DEFENSES)}")
     settings_class, make = TRAINING_DEFENSES[name]
-    options = dict(options or {})
-    allowed = [field.name for field in fields(settings_class)]
-    unknown, missing = sorted(set(options) - set(allowed)), [key for key in allowed if key not in options]
-    if unknown or missing:
-        problem = f"unknown option(s) {', '.join(unknown)}" if unknown else f"missing option(s) {', '.join(missing)}"
-        raise ValueError(f"defense.{name}: {problem}; it takes: {', '.join(allowed)}")
-    settings = settings_class(**options).validate()
+    settings = config_schema.from_mapping(settings_class, options, f"defense.{name}")
 
     def batch_maker(model, images, masks, loss, generator):
         return make(model, images, masks, loss, settings, generator)
