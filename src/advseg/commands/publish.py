@@ -22,13 +22,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--config", type=Path, required=True, help="the --configfile the run used")
     parser.add_argument("--title", required=True, help="the page's title")
     parser.add_argument("--intro", default="", help="a paragraph above the results (no numbers: those come from the run)")
+    parser.add_argument("--tables", nargs="+", default=["size.md"],
+                        help="the run's tables/*.md to include after the claims, in order (default: size.md)")
     parser.add_argument("--out", type=Path, required=True, help="the page to write, e.g. docs/zoo.md")
 
 
 def run(args) -> None:
     from advseg.jobs import atomic_path
 
-    sources = {"claims": args.results / "claims.md", "size": args.results / "tables" / "size.md"}
+    sources = {"claims": args.results / "claims.md", **{name: args.results / "tables" / name for name in args.tables}}
     for path in [*sources.values(), *(args.results / "plots" / name for name in FIGURES), args.config]:
         if not path.is_file():
             raise ValueError(f"{path}: missing; run the workflow with --configfile {args.config} first")
@@ -56,14 +58,15 @@ def page_text(args, sources: dict[str, str], stem: str) -> str:
         f"| machine | {machine()} |",
         f"| code | report written by advseg at commit `{commit()}` |",
         f"| regenerate | `snakemake --cores {os.cpu_count()} --configfile {args.config}`, then `advseg publish "
-        f"--results {args.results} --config {args.config} --title \"{args.title}\" --out {args.out}` |",
+        f"--results {args.results} --config {args.config} --title \"{args.title}\" --tables {' '.join(args.tables)} "
+        f"--out {args.out}` |",
         "",
-        "## Size against attack success", "",
+        *_demoted(sources["claims"]), "",
         f"![attack success against model size](img/{stem}-param_size_correlation.png)", "",
-        *_demoted(sources["size"]), "",
         f"![attacked score against eps](img/{stem}-dice_vs_eps.png)", "",
-        *_demoted(sources["claims"]),
     ]
+    for name in args.tables:
+        lines += [*_demoted(sources[name]), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
