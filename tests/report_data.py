@@ -21,7 +21,7 @@ def settings(**changes) -> ReportSettings:
 
 
 def write_card(root: Path, model: str, params: int, seed: int, fold: int = 0) -> Path:
-    arch, encoder = model.split("-")
+    arch, encoder = model.split("+")[0].split("-")
     path = root / "models" / model / f"fold_{fold}" / f"seed_{seed}" / "model_card.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"arch": arch, "encoder": encoder, "model": model, "params": params, "fold": fold,
@@ -39,14 +39,16 @@ def scores(dice: np.ndarray, study: np.ndarray | None = None, has_organ: np.ndar
 
 
 def write_attack(root: Path, model: str, seed: int, method: str, loss: str, eps: float, clean: dict, adv: dict,
-                 units, fold: int = 0, variant: str = "standard", history=None, unit: str = "case") -> Path:
+                 units, fold: int = 0, variant: str = "standard", history=None, unit: str = "case",
+                 defense: str = "none", twin: str | None = None) -> Path:
     step, order, input_ = VARIANTS[variant]
-    arch, encoder = model.split("-")
+    arch, encoder = model.split("+")[0].split("-")
     path = root / "attacks" / model / f"fold_{fold}" / f"seed_{seed}" / method / variant / loss / f"eps_{eps}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"arch": arch, "encoder": encoder, "model": model, "fold": fold, "seed": seed,
                                 "attack": method, "attack_loss": loss, "step": step, "loss_argument_order": order,
                                 "input": input_, "variant": variant, "eps": eps, "linf": eps, "l2": eps * 10,
+                                "defense": defense, "twin": twin or model,
                                 "loss_history": history if history is not None else []}))
     records.write_slice_scores(records.slices_path(path), clean, adv, list(CLASSES), np.asarray(units), unit)
     return path

@@ -42,8 +42,9 @@ TRAINING = {"epochs": 1, "batch_size": 16, "amp": False, "augment": False}
 ATTACK = {"method": "fgsm", "step": "standard", "loss_argument_order": "standard", "input": "grey"}
 REPORT = {"correlation_eps": float(EPSILONS[-1]), "transfer_eps": float(EPSILONS[-1])}   # the rest: the schema's
 TABLES = ("attack_summary.csv", "attack_summary_replicates.csv", "attack_losses.md", "attack_losses.csv",
-          "ablation.md", "size.csv", "size.md", "claims.md", "transfer.csv", "sanity.md", "sanity.csv")
-PLOTS = ("correlation.png", "dice.png", "loss.png", "transfer.png")
+          "ablation.md", "size.csv", "size.md", "claims.md", "robustness.csv", "robustness.md", "certified.csv",
+          "certified.md", "transfer.csv", "sanity.md", "sanity.csv")
+PLOTS = ("correlation.png", "dice.png", "loss.png", "transfer.png", "tradeoff.png", "certified.png")
 
 
 # --- the launcher: one process that imported everything, forking one process per command -----------------------
@@ -317,6 +318,8 @@ def aggregate_args(base: Path, out: Path, attacks: Path | None = None) -> list:
     flags = {"attack_summary.csv": "--summary-csv", "attack_summary_replicates.csv": "--replicates-csv",
              "attack_losses.md": "--losses-md", "attack_losses.csv": "--losses-csv", "ablation.md": "--ablation-md",
              "size.csv": "--size-csv", "size.md": "--size-md", "claims.md": "--claims-md",
+             "robustness.csv": "--robustness-csv", "robustness.md": "--robustness-md",
+             "certified.csv": "--certified-csv", "certified.md": "--certified-md",
              "transfer.csv": "--transfer-csv", "sanity.md": "--sanity-md", "sanity.csv": "--sanity-csv"}
     argv = ["aggregate", "--tracking", base / "mlflow/tracking.json", "--settings", json.dumps(REPORT),
             "--training-loss", "dicefocal",
@@ -325,7 +328,8 @@ def aggregate_args(base: Path, out: Path, attacks: Path | None = None) -> list:
             "--cards", base / "model_card.json"]
     for name in TABLES:
         argv += [flags[name], out / "tables" / name]
-    for flag, name in zip(("--size-plot", "--dice-plot", "--loss-plot", "--transfer-plot"), PLOTS):
+    for flag, name in zip(("--size-plot", "--dice-plot", "--loss-plot", "--transfer-plot", "--tradeoff-plot",
+                           "--certified-plot"), PLOTS):
         argv += [flag, out / "plots" / name]
     return argv + ["--examples-dir", out / "plots/examples", "--run-record", out / "aggregate_run.json"]
 

@@ -332,7 +332,7 @@ def test_aggregate_command_writes_every_output(tmp_path, monkeypatch):
     outputs = {flag.lstrip("-").replace("-", "_"): out / flag.lstrip("-") for flag, _ in aggregate.OUTPUTS}
     report = {key: value for key, value in vars(settings(metric="dice_study", correlation_eps=0.03,
                                                          transfer_eps=0.03)).items() if key != "training_loss"}
-    args = Namespace(tracking=tmp_path / "tracking.json", attacks=attacks, cards=cards, transfers=[],
+    args = Namespace(tracking=tmp_path / "tracking.json", attacks=attacks, cards=cards, transfers=[], certificates=[],
                      examples=examples, settings=json.dumps(report), training_loss="dicefocal", **outputs)
     aggregate.run(args)
     for name, path in outputs.items():

@@ -134,7 +134,8 @@ def test_every_output_exists(runs):
                     for kind in ("json", "slices.npz", "example.npz"):
                         assert (job / f"eps_{eps}.{kind}").exists()
     for table in ("attack_summary.csv", "attack_summary_replicates.csv", "attack_losses.md", "attack_losses.csv",
-                  "ablation.md", "size.csv", "size.md", "transfer.csv", "sanity.md", "sanity.csv"):
+                  "ablation.md", "size.csv", "size.md", "robustness.md", "certified.md", "transfer.csv", "sanity.md",
+                  "sanity.csv"):
         assert (results / "tables" / table).stat().st_size > 0, table
     claims = (results / "claims.md").read_text()
     # the held-out fold of the 32x32 template holds 2 slabs: the page says so and claims nothing

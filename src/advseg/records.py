@@ -3,7 +3,8 @@
 - ``eps_<eps>.slices.npz``: per-slice clean and attacked scores of one attack job at one eps,
   with the unit (case, subject, volume, slab) of each slice;
 - ``eps_<eps>.example.npz``: one slice before and after the attack, for the example figures;
-- ``transfer.npz``: the perturbation at the transfer eps, for other models to replay.
+- ``transfer.npz``: the perturbation at the transfer eps, for other models to replay;
+- ``certificate.npz``: a smoothed model's certified Dice per slice and radius, and abstain rates.
 
 numpy only: the report job reads these without importing torch.
 """
@@ -22,6 +23,8 @@ SCORED = PER_CLASS_METRICS + ("dice_study",)
 SLICE_KEYS = ("class_names", "units", "unit", "has_organ",
               *(f"{kind}_{metric}" for kind in ("clean", "adv") for metric in SCORED))
 EXAMPLE_KEYS = ("image", "truth", "clean_pred", "adv_image", "adv_pred", "class_names", "eps", "model")
+CERTIFICATE_KEYS = ("model", "fold", "seed", "class_names", "units", "unit", "radii", "certified_dice",
+                    "abstain_rate")
 PERTURBATION_KEYS = ("delta", "scale", "input", "source", "attack", "attack_loss", "variant", "eps", "fold", "seed")
 
 
@@ -101,3 +104,25 @@ def read_perturbation(path: Path, fold: int) -> dict:
     if loaded["fold"] != fold:
         raise ValueError(f"{path}: made on fold {loaded['fold']}, not on the target's fold {fold}")
     return loaded
+
+
+def write_certificate(path: Path, model: str, fold: int, seed: int, class_names, units: np.ndarray, unit: str,
+                      radii: np.ndarray, certified_dice: np.ndarray, abstain_rate: np.ndarray) -> None:
+    """Per slice: certified Dice at each radius (N, R), abstained share of pixels (N,), and its unit."""
+    write_npz(path, {"model": np.array(model), "fold": np.int64(fold), "seed": np.int64(seed),
+                     "class_names": np.array(class_names, dtype=str), "units": np.asarray(units, dtype=np.int64),
+                     "unit": np.array(unit), "radii": np.asarray(radii, dtype=float),
+                     "certified_dice": np.asarray(certified_dice, dtype=float),
+                     "abstain_rate": np.asarray(abstain_rate, dtype=float)})
+
+
+def read_certificate(path: Path) -> dict:
+    """What :func:`write_certificate` wrote, shapes checked; ``source`` names the file."""
+    data = read_npz(path, CERTIFICATE_KEYS, "'advseg certify'")
+    n, r = len(data["units"]), len(data["radii"])
+    for key, shape in (("certified_dice", (n, r)), ("abstain_rate", (n,))):
+        if data[key].shape != shape:
+            raise ValueError(f"{path}: {key} has shape {data[key].shape}, expected {shape}")
+    return {**{key: data[key] for key in ("units", "radii", "certified_dice", "abstain_rate")},
+            "model": str(data["model"]), "fold": int(data["fold"]), "seed": int(data["seed"]),
+            "unit": str(data["unit"]), "class_names": [str(c) for c in data["class_names"]], "source": str(path)}

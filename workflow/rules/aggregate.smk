@@ -19,6 +19,11 @@ rule aggregate:
         ablation=report(f"{RESULTS}/tables/ablation.md", caption="../report/ablation.rst", category="Tables"),
         size_csv=f"{RESULTS}/tables/size.csv",
         size_md=report(f"{RESULTS}/tables/size.md", caption="../report/size.rst", category="Tables"),
+        robustness_csv=f"{RESULTS}/tables/robustness.csv",
+        robustness_md=report(f"{RESULTS}/tables/robustness.md", caption="../report/robustness.rst",
+                             category="Defenses"),
+        certified_csv=f"{RESULTS}/tables/certified.csv",
+        certified_md=report(f"{RESULTS}/tables/certified.md", caption="../report/certified.rst", category="Defenses"),
         transfer_csv=f"{RESULTS}/tables/transfer.csv",
         sanity_md=report(f"{RESULTS}/tables/sanity.md", caption="../report/sanity.rst", category="Tables"),
         sanity_csv=f"{RESULTS}/tables/sanity.csv",
@@ -27,6 +32,10 @@ rule aggregate:
         dice=report(f"{RESULTS}/plots/dice_vs_eps.png", caption="../report/dice_vs_eps.rst", category="Plots"),
         loss_curve=report(f"{RESULTS}/plots/loss_curve.png", caption="../report/loss_curve.rst", category="Plots"),
         transfer=report(f"{RESULTS}/plots/transfer.png", caption="../report/transfer.rst", category="Plots"),
+        tradeoff=report(f"{RESULTS}/plots/defense_tradeoff.png", caption="../report/defense_tradeoff.rst",
+                        category="Defenses"),
+        certified=report(f"{RESULTS}/plots/certified_dice.png", caption="../report/certified.rst",
+                         category="Defenses"),
         run_record=f"{RESULTS}/mlflow/aggregate_run.json",
         grids=[
             report(path, caption="../report/example_grid.rst", category="Examples", labels={"model": model})
@@ -49,6 +58,9 @@ rule aggregate:
         " --claims-md {output.claims} --summary-csv {output.summary} --replicates-csv {output.replicates}"
         " --losses-md {output.losses_md} --losses-csv {output.losses_csv} --ablation-md {output.ablation}"
         " --size-csv {output.size_csv} --size-md {output.size_md} --transfer-csv {output.transfer_csv}"
+        " --robustness-csv {output.robustness_csv} --robustness-md {output.robustness_md}"
+        " --certified-csv {output.certified_csv} --certified-md {output.certified_md}"
+        " --tradeoff-plot {output.tradeoff} --certified-plot {output.certified}"
         " --sanity-md {output.sanity_md} --sanity-csv {output.sanity_csv} --size-plot {output.size_plot}"
         " --dice-plot {output.dice} --loss-plot {output.loss_curve} --transfer-plot {output.transfer}"
         " --examples-dir {params.examples_dir} --run-record {output.run_record} 2> {log}"

@@ -34,7 +34,7 @@ METRIC_LABELS = {"dice": "Dice (per class over slices with the class)", "dice_st
 
 
 def plot_size(points: pd.DataFrame, table: pd.DataFrame, metric: str, eps: float, path: Path) -> None:
-    _save(size_figure(points, table, metric, eps), path, tight=False)
+    save(size_figure(points, table, metric, eps), path, tight=False)
 
 
 def size_figure(points: pd.DataFrame, table: pd.DataFrame, metric: str, eps: float) -> plt.Figure:
@@ -46,7 +46,7 @@ def size_figure(points: pd.DataFrame, table: pd.DataFrame, metric: str, eps: flo
     interval, the adjusted p, n and the smallest |rho| detectable at this n.
     """
     if table.empty:
-        return _empty_figure("no model was attacked at the correlation eps")
+        return empty_figure("no model was attacked at the correlation eps")
     numbers = {model: i + 1 for i, model in enumerate(points.sort_values(["params", "model"])["model"].unique())}
     several_variants = table["variant"].nunique() > 1
     columns = min(3, len(table))
@@ -123,7 +123,7 @@ def _p(value) -> str:
     return "n/a" if pd.isna(value) else f"{value:.2g}"
 
 
-def _empty_figure(text: str) -> plt.Figure:
+def empty_figure(text: str) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(6, 2.5))
     ax.text(0.5, 0.5, text, ha="center", va="center")
     ax.set_axis_off()
@@ -131,7 +131,7 @@ def _empty_figure(text: str) -> plt.Figure:
 
 
 def plot_dice_vs_eps(replicates: pd.DataFrame, metric: str, path: Path) -> None:
-    _save(dice_vs_eps_figure(replicates, metric), path)
+    save(dice_vs_eps_figure(replicates, metric), path)
 
 
 def dice_vs_eps_figure(replicates: pd.DataFrame, metric: str) -> plt.Figure:
@@ -185,7 +185,7 @@ def dice_vs_eps_figure(replicates: pd.DataFrame, metric: str) -> plt.Figure:
 
 
 def plot_loss_curve(runs: list[AttackRun], path: Path) -> None:
-    _save(loss_curve_figure(runs), path)
+    save(loss_curve_figure(runs), path)
 
 
 def loss_curve_figure(runs: list[AttackRun]) -> plt.Figure:
@@ -196,7 +196,7 @@ def loss_curve_figure(runs: list[AttackRun]) -> plt.Figure:
     """
     iterative = [r for r in runs if len(r.loss_history) > 0]
     if not iterative:
-        return _empty_figure("no iterative attack ran: no per-step loss to show")
+        return empty_figure("no iterative attack ran: no per-step loss to show")
     first = min(iterative, key=lambda r: (r.info["params"], r.info["model"], r.info["seed"], r.info["fold"]))
     chosen = [r for r in iterative if (r.info["model"], r.info["seed"], r.info["fold"])
               == (first.info["model"], first.info["seed"], first.info["fold"])]
@@ -222,7 +222,7 @@ def loss_curve_figure(runs: list[AttackRun]) -> plt.Figure:
 
 
 def plot_transfer(transfer: pd.DataFrame, metric: str, path: Path) -> None:
-    _save(transfer_figure(transfer, metric), path)
+    save(transfer_figure(transfer, metric), path)
 
 
 def transfer_matrices(transfer: pd.DataFrame, metric: str) -> dict[tuple, pd.DataFrame]:
@@ -240,7 +240,7 @@ def transfer_figure(transfer: pd.DataFrame, metric: str) -> plt.Figure:
     """Heat-maps of attacked score, rows = source of the perturbation, columns = attacked model."""
     matrices = transfer_matrices(transfer, metric)
     if not matrices:
-        return _empty_figure("no transfer results")
+        return empty_figure("no transfer results")
     size = max(len(m.columns) for m in matrices.values())
     fig, axes = plt.subplots(1, len(matrices), figsize=((1.2 * size + 2.5) * len(matrices), 1.0 * size + 2.5),
                              squeeze=False)
@@ -295,7 +295,7 @@ def plot_example_grid(loaded: dict[str, dict], path: Path) -> None:
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle("One slice under each attack", fontsize=11)
     fig.tight_layout(rect=(0, 0.05, 1, 0.96))
-    _save(fig, path, tight=False)
+    save(fig, path, tight=False)
 
 
 def mask_overlay(masks: np.ndarray) -> np.ndarray:
@@ -305,7 +305,7 @@ def mask_overlay(masks: np.ndarray) -> np.ndarray:
     return np.clip(np.einsum("chw,ck->hwk", masks, colours), 0.0, 1.0)
 
 
-def _save(fig: plt.Figure, path: Path, tight: bool = True) -> None:
+def save(fig: plt.Figure, path: Path, tight: bool = True) -> None:
     """Write the figure whole or not at all, and close it. ``tight=False`` for a figure laid out
     already: a tight bounding box draws the figure twice."""
     try:

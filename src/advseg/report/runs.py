@@ -22,11 +22,14 @@ from advseg.jobs import read_json
 log = logging.getLogger(__name__)
 
 ATTACK_KEYS = ("arch", "encoder", "model", "fold", "seed", "attack", "attack_loss", "eps", "linf", "l2")
-CARD_KEYS = ("arch", "encoder", "params", "fold", "seed")
+CARD_KEYS = ("model", "arch", "encoder", "params", "fold", "seed")
 VARIANT_DEFAULTS = {"step": "standard", "loss_argument_order": "standard", "input": "grey"}
 WORST = "worst"
 WORST_LOSS = "all"
-ATTACK_ORDER = {"fgsm": 0, "pgd": 1, "segpgd": 2, "cospgd": 3, WORST: 9}
+TRANSFER = "transfer"   # another model's perturbation replayed: a defended model's undefended twin's
+ATTACK_ORDER = {"fgsm": 0, "pgd": 1, "segpgd": 2, "cospgd": 3, "apgd": 4, TRANSFER: 8, WORST: 9}
+ADAPTIVE = ("+eot", "+bpda")    # suffixes of attacks adapted to a defense: expectation over its draws, straight-through
+UNDEFENDED = "none"
 
 
 @dataclass
@@ -58,7 +61,7 @@ def load_runs(attack_jsons: list[Path], model_cards: list[Path]) -> list[AttackR
     cards: dict[tuple, tuple[Path, dict]] = {}
     for path in model_cards:
         card = read_json(path, CARD_KEYS)
-        key = (card["arch"], card["encoder"], int(card["seed"]), int(card["fold"]))
+        key = (card["model"], int(card["seed"]), int(card["fold"]))
         if key in cards:
             raise ValueError(f"{path}: second model card for {_model_key(key)} (first: {cards[key][0]})")
         cards[key] = (path, card)
@@ -66,12 +69,14 @@ def load_runs(attack_jsons: list[Path], model_cards: list[Path]) -> list[AttackR
     runs, seen, fold_units, unit_kind = [], {}, {}, None
     for path in attack_jsons:
         record = read_json(path, ATTACK_KEYS)
-        key = (record["arch"], record["encoder"], int(record["seed"]), int(record["fold"]))
+        key = (record["model"], int(record["seed"]), int(record["fold"]))
         if key not in cards:
             raise ValueError(f"{path}: no model card for {_model_key(key)}")
         info = {name: record[name] for name in ATTACK_KEYS}
         info.update({name: str(record.get(name, default)) for name, default in VARIANT_DEFAULTS.items()})
         info["variant"] = str(record.get("variant", "standard"))
+        info["defense"] = str(record.get("defense", UNDEFENDED))
+        info["twin"] = str(record.get("twin", record["model"]))
         info.update(eps=float(info["eps"]), seed=int(info["seed"]), fold=int(info["fold"]),
                     params=int(cards[key][1]["params"]), linf=float(info["linf"]), l2=float(info["l2"]))
         identity = tuple(info[c] for c in ("model", "seed", "fold", "attack", "attack_loss", "variant", "eps"))
@@ -132,7 +137,21 @@ def worst_case_runs(runs: list[AttackRun]) -> list[AttackRun]:
 
 
 def attack_rank(run: AttackRun) -> tuple:
-    return ATTACK_ORDER.get(run.info["attack"], 5), run.info["attack"], run.info["attack_loss"]
+    return order_of(run.info["attack"]), run.info["attack"], run.info["attack_loss"]
+
+
+def order_of(attack: str) -> float:
+    """Where an attack sorts: by method, an adapted one (pgd+eot) just after its plain method."""
+    base, adapted = base_method(attack), attack != base_method(attack)
+    return ATTACK_ORDER.get(base, 5) + (0.5 if adapted else 0.0)
+
+
+def base_method(attack: str) -> str:
+    """The method of an attack label: 'pgd+eot' -> 'pgd'."""
+    for suffix in ADAPTIVE:
+        if attack.endswith(suffix):
+            return attack.removesuffix(suffix)
+    return attack
 
 
 def _worst_of(members: list[AttackRun]) -> AttackRun:
@@ -154,7 +173,7 @@ def _worst_of(members: list[AttackRun]) -> AttackRun:
 
 
 def _model_key(key: tuple) -> str:
-    return f"{key[0]}-{key[1]} seed {key[2]} fold {key[3]}"
+    return f"{key[0]} seed {key[1]} fold {key[2]}"
 
 
 def _warn_if_summary_disagrees(run: AttackRun, record: dict) -> None:

@@ -8,19 +8,26 @@ at, not an error. Scores are the replicate means of ``report.metric`` from the r
 - largest eps near 0: at the largest eps the attacked score is at most ``NEAR_ZERO``,
   otherwise "possible gradient masking (or the largest eps is too small)";
 - white-box ≥ transfer: per target, no other model's perturbation hurts it more than its own;
-- loss increases: an iterative attack's mean loss at its last step exceeds its first.
+- loss increases: an iterative attack's mean loss at its last step exceeds its first;
+- EOT ≥ plain gradient: against a random defense, the attack that averages the defense's draws
+  (``pgd+eot``) lowers the score at least as much as the same attack on one draw;
+- no gradient masking: on a defended model, no adapted attack (``+bpda``) and no transfer from
+  the undefended twin beats the plain gradient attacks by more than ``MASKING_MARGIN``;
+  otherwise the defense masks gradients and plain attacks over-credit it.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from advseg.report.runs import WORST, AttackRun
+from advseg.report.runs import TRANSFER, WORST, AttackRun, base_method
 from advseg.report.units import metric_columns
 
 NEAR_ZERO = 0.1
 TOLERANCE = 1e-9
+MASKING_MARGIN = 0.01  # Dice points an adapted attack may beat the plain ones by before masking is flagged
 SINGLE_STEP = "fgsm"
+ITERATIVE = ("pgd", "segpgd", "cospgd", "apgd")
 COLUMNS = ("check", "status", "model", "attack", "attack_loss", "variant", "eps", "value", "reference", "note")
 CHECKS = {
     "iterative ≥ single-step": "each iterative method lowers the score at least as much as FGSM "
@@ -33,6 +40,11 @@ CHECKS = {
                             "(value: transferred attacked score; reference: white-box attacked score)",
     "loss increases": "an iterative attack's mean loss rises from its first to its last step "
                       "(value: last step; reference: first step)",
+    "EOT ≥ plain gradient": "against a random defense, averaging the defense's draws lowers the score at least "
+                            "as much as one draw (value: the EOT attack's drop; reference: the plain attack's drop)",
+    "no gradient masking": f"on a defended model, no straight-through (BPDA) attack and no transfer from the "
+                           f"undefended twin scores more than {MASKING_MARGIN} below the strongest plain gradient "
+                           "attack (value: the adapted attack's score; reference: the plain attacks' lowest)",
 }
 
 
@@ -40,7 +52,8 @@ def sanity_checks(replicates: pd.DataFrame, runs: list[AttackRun], transfer: pd.
     """Every check's rows, in the order of ``CHECKS``."""
     clean, adv, _ = metric_columns(metric)
     scores = replicates.assign(clean=replicates[f"{clean}_mean"], adv=replicates[f"{adv}_mean"])
-    parts = [_iterative(scores), _monotone(scores), _near_zero(scores), _transfer(transfer, adv), _loss_rises(runs)]
+    parts = [_iterative(scores), _monotone(scores), _near_zero(scores), _transfer(transfer, adv), _loss_rises(runs),
+             _eot(scores), _masking(scores)]
     return pd.DataFrame([row for part in parts for row in part], columns=list(COLUMNS))
 
 
@@ -78,7 +91,7 @@ def _iterative(scores: pd.DataFrame) -> list[dict]:
     keys = ["model", "attack_loss", "variant", "eps"]
     single = scores[scores["attack"] == SINGLE_STEP].set_index(keys)
     rows = []
-    for row in scores[~scores["attack"].isin([SINGLE_STEP, WORST])].itertuples():
+    for row in scores[scores["attack"].isin(ITERATIVE)].itertuples():
         key = (row.model, row.attack_loss, row.variant, row.eps)
         if key not in single.index:
             continue
@@ -146,4 +159,37 @@ def _loss_rises(runs: list[AttackRun]) -> list[dict]:
         rows.append(_row("loss increases", flagged, info["model"], info["attack"], info["attack_loss"],
                          info["variant"], info["eps"], history[-1], history[0],
                          f"seed {info['seed']} fold {info['fold']}" + (": loss did not rise" if flagged else "")))
+    return rows
+
+
+def _eot(scores: pd.DataFrame) -> list[dict]:
+    keys = ["model", "attack", "attack_loss", "variant", "eps"]
+    plain = scores.set_index(keys)
+    rows = []
+    for row in scores[scores["attack"].str.endswith("+eot")].itertuples():
+        key = (row.model, base_method(row.attack), row.attack_loss, row.variant, row.eps)
+        if key not in plain.index:
+            continue
+        reference = plain.loc[key]
+        drop, plain_drop = row.clean - row.adv, reference["clean"] - reference["adv"]
+        flagged = drop < plain_drop - TOLERANCE
+        rows.append(_row("EOT ≥ plain gradient", flagged, row.model, row.attack, row.attack_loss, row.variant,
+                         row.eps, drop, plain_drop, "weaker than one draw: too few draws?" if flagged else ""))
+    return rows
+
+
+def _masking(scores: pd.DataFrame) -> list[dict]:
+    defended = scores[scores["defense"] != "none"] if "defense" in scores else scores.iloc[:0]
+    adapted = defended["attack"].str.endswith("+bpda") | (defended["attack"] == TRANSFER)
+    plain = defended[~adapted & ~defended["attack"].str.endswith("+eot") & (defended["attack"] != WORST)]
+    lowest = plain.groupby(["model", "attack_loss", "variant", "eps"])["adv"].min()
+    rows = []
+    for row in defended[adapted].itertuples():
+        key = (row.model, row.attack_loss, row.variant, row.eps)
+        if key not in lowest.index:
+            continue
+        flagged = row.adv < lowest[key] - MASKING_MARGIN
+        rows.append(_row("no gradient masking", flagged, row.model, row.attack, row.attack_loss, row.variant,
+                         row.eps, row.adv, lowest[key],
+                         f"{row.defense} masks gradients: plain attacks over-credit it" if flagged else ""))
     return rows

@@ -17,7 +17,7 @@ import pandas as pd
 
 from advseg import statistics
 from advseg.metrics import nanmean, relative_drop
-from advseg.report.runs import ATTACK_ORDER, AttackRun
+from advseg.report.runs import AttackRun, order_of
 from advseg.report.settings import ReportSettings
 from advseg.report.units import (GROUP_COLUMNS, ID_COLUMNS, PER_CLASS_REPORTED, PROTOCOL_COLUMNS, class_names,
                                  columns, fold_arrays, n_units)
@@ -101,7 +101,7 @@ def _estimates(data: dict[str, np.ndarray], rows: np.ndarray, names: list[str], 
 
 def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Smallest model first, then replicate, attack (worst case last), loss, variant, eps."""
-    df = df.assign(attack_rank=df["attack"].map(lambda a: ATTACK_ORDER.get(a, 5)))
+    df = df.assign(attack_rank=df["attack"].map(order_of))
     keys = [c for c in ("params", "model", "seed", "fold", "attack_rank", "attack", "attack_loss", "variant", "eps")
             if c in df.columns]
     return df.sort_values(keys, kind="stable").drop(columns="attack_rank").reset_index(drop=True)

@@ -14,8 +14,8 @@ import pandas as pd
 from advseg.metrics import PROTOCOLS
 from advseg.report.runs import AttackRun
 
-ID_COLUMNS = ("arch", "encoder", "model", "params", "seed", "fold", "attack", "attack_loss", "variant",
-              "step", "loss_argument_order", "input", "eps")
+ID_COLUMNS = ("arch", "encoder", "model", "defense", "twin", "params", "seed", "fold", "attack", "attack_loss",
+              "variant", "step", "loss_argument_order", "input", "eps")
 # Everything a replicate (seed x fold) shares.
 GROUP_COLUMNS = tuple(c for c in ID_COLUMNS if c not in ("seed", "fold"))
 METRICS = ("dice", "dice_study", "iou", "hd95", "nsd")
