@@ -17,7 +17,7 @@ from advseg import settings as schema
 from advseg.apgd import APGDSettings
 from advseg.attacks import AttackSettings
 from advseg.config import (Variant, attack_jobs, correlation_eps, eps_label, job_settings, methods, model_specs,
-                           replicates, transfer_eps)
+                           replicates, transfer_eps, variants)
 from advseg.datasets import DataSettings
 from advseg.defenses.smoothing import SmoothingSettings
 from advseg.defenses.training_inputs import FastATSettings, NoiseSettings, PGDATSettings
@@ -198,6 +198,17 @@ def test_attack_jobs_skip_combinations_that_change_nothing():
                     ("fgsm", "study-standard-grey", "bce"), ("fgsm", "study-standard-grey", "dicefocal"),
                     ("pgd", "standard", "bce"), ("pgd", "standard", "dicefocal"),
                     ("segpgd", "standard", "bce")}, "study step is FGSM's; SegPGD weights BCE itself"
+
+
+def test_the_study_protocol_adds_the_studys_own_attack_once():
+    config = filled(attack={"methods": ["fgsm", "pgd"], "losses": ["bce", "dicefocal"], "study_protocol": True})
+    jobs = {(job.method, job.variant.label, job.attack_loss) for job in attack_jobs(config)}
+    assert jobs == {("fgsm", "standard", "bce"), ("fgsm", "standard", "dicefocal"), ("pgd", "standard", "bce"),
+                    ("pgd", "standard", "dicefocal"), ("fgsm", "study-study-channels", "bce"),
+                    ("fgsm", "study-study-channels", "dicefocal")}, "the study's step is FGSM's"
+    crossed = filled(attack={"step": ["standard", "study"], "loss_argument_order": ["standard", "study"],
+                             "input": ["grey", "channels"], "study_protocol": True})
+    assert [v.label for v in variants(crossed)].count("study-study-channels") == 1
 
 
 def test_method_shorthand_and_each_jobs_settings():

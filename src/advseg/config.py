@@ -177,9 +177,17 @@ def job_settings(config: dict[str, Any], job: AttackJob) -> dict[str, Any]:
     return {"method": job.method, job.method: config["attack"][job.method], **job.variant.__dict__}
 
 
+STUDY_VARIANT = Variant("study", "study", "channels")
+
+
 def variants(config: dict[str, Any]) -> list[Variant]:
+    """The product of attack.step x loss_argument_order x input, and the study's own attack when
+    attack.study_protocol asks for it (so that claims.md can judge the study's protocol)."""
     attack = config["attack"]
-    return [Variant(*values) for values in itertools.product(*(as_list(attack[key]) for key in VARIANT_CHOICES))]
+    found = [Variant(*values) for values in itertools.product(*(as_list(attack[key]) for key in VARIANT_CHOICES))]
+    if attack["study_protocol"] and STUDY_VARIANT not in found:
+        found.append(STUDY_VARIANT)
+    return found
 
 
 def attack_jobs(config: dict[str, Any]) -> list[AttackJob]:
