@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from argparse import Namespace
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +55,14 @@ def test_a_run_that_did_not_finish_is_named(tmp_path):
     with pytest.raises(ValueError, match=re.escape(str(results / "claims.md")) + ": missing"):
         publish.run(Namespace(results=results, config=config, title="t", intro="", tables=["size.md"], out=out))
     assert not out.exists()
+
+
+def test_the_readme_quotes_the_zoos_generated_verdict():
+    """The README's one result sentence is the zoo page's verdict, word for word."""
+    root = Path(__file__).resolve().parents[1]
+    quoted = re.search(r'"susceptibility is unrelated to model size", quoted from that page.*?\*\*(.+?)\*\*',
+                       (root / "README.md").read_text(), re.S)
+    assert quoted, "README: the zoo verdict sentence is gone"
+    verdicts = [line for line in (root / "docs/zoo.md").read_text().splitlines()
+                if line.startswith("| Susceptibility is unrelated to model size |")]
+    assert verdicts and verdicts[0].split(" | ")[1] == quoted.group(1)
