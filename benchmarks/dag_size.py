@@ -43,8 +43,8 @@ def grid_config(archs: int, encoders: int, extra: str) -> str:
     models = "".join(f"  - {{arch: {arch}, encoder: {encoder}}}\n" for arch in ARCHS[:archs]
                      for encoder in ENCODERS[:encoders])
     epsilons = ", ".join(f"0.0{i}" for i in range(10))
-    return (f"models:\n{models}attack: {{methods: [fgsm], losses: [bce, dicefocal, dice, focal], "
-            f"epsilons: [{epsilons}]}}\nreport: {{correlation_eps: null}}\n{extra}")
+    return (f"models:\n{models}attack: {{methods: [fgsm], study_protocol: false, "
+            f"losses: [bce, dicefocal, dice, focal], epsilons: [{epsilons}]}}\nreport: {{correlation_eps: null}}\n{extra}")
 
 
 def plan(work: Path) -> tuple[float, float, int]:

@@ -132,13 +132,13 @@ def test_each_fold_and_seed_lists_its_own_perturbations_for_transfer(tmp_path):
     result = run_snakemake(tmp_path, "-n", "--configfile", "replicates.yaml")
     assert result.returncode == 0, result.stderr[-2000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M))
-    assert (counts["perturbations"], counts["transfer"], counts["attack"]) == ("4", "16", "64")
+    assert (counts["perturbations"], counts["transfer"], counts["attack"]) == ("4", "16", "96")  # 6 attacks each
     listed = re.findall(r"^rule perturbations:\n(?:.*\n)*?    input: (.*)\n(?:.*\n)*?    output: (.*)$", result.stdout,
                         re.M)
     assert len(listed) == 4
     for inputs, output in listed:
         replicate = re.search(r"fold_\d+/seed_\d+", output).group()
-        assert len(inputs.split(", ")) == 16 and all(f"/{replicate}/" in path for path in inputs.split(", "))
+        assert len(inputs.split(", ")) == 24 and all(f"/{replicate}/" in path for path in inputs.split(", "))
 
 
 def test_a_large_grid_plans_every_job(tmp_path):
@@ -149,8 +149,9 @@ def test_a_large_grid_plans_every_job(tmp_path):
                 "se_resnext50_32x4d", "se_resnet50", "resnext50_32x4d"]
     models = "".join(f"  - {{arch: {arch}, encoder: {encoder}}}\n" for arch in archs for encoder in encoders)
     epsilons = ", ".join(f"0.0{i}" for i in range(10))
-    (tmp_path / "grid.yaml").write_text(f"models:\n{models}attack: {{methods: [fgsm], losses: [bce, dicefocal, "
-                                        f"dice, focal], epsilons: [{epsilons}]}}\nreport: {{correlation_eps: null}}\n")
+    (tmp_path / "grid.yaml").write_text(f"models:\n{models}attack: {{methods: [fgsm], study_protocol: false, losses: "
+                                        f"[bce, dicefocal, dice, focal], epsilons: [{epsilons}]}}\n"
+                                        "report: {correlation_eps: null}\n")
     result = run_snakemake(tmp_path, "-n", "--configfile", "grid.yaml", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M))
@@ -167,7 +168,7 @@ def test_transfer_replays_the_named_sources_on_the_named_targets(tmp_path):
     result = run_snakemake(tmp_path, "-n", "--configfile", "transfer.yaml")
     assert result.returncode == 0, result.stderr[-2000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M))
-    assert (counts["attack"], counts["perturbations"], counts["transfer"]) == ("16", "1", "1")
+    assert (counts["attack"], counts["perturbations"], counts["transfer"]) == ("24", "1", "1")
     inputs = re.search(r"^rule perturbations:\n(?:.*\n)*?    input: (.*)$", result.stdout, re.M).group(1).split(", ")
-    assert len(inputs) == 4 and all("/attacks/Unet-resnet18/" in path for path in inputs), inputs
+    assert len(inputs) == 6 and all("/attacks/Unet-resnet18/" in path for path in inputs), inputs
     assert "output: results/transfer/Linknet-resnet18/fold_0/seed_42.json" in result.stdout
