@@ -70,7 +70,8 @@ def run(args) -> None:
     settings = from_mapping(ReportSettings, args.settings, "report", training_loss=args.training_loss)
     loaded = runs.load_runs(args.attacks, args.cards)
     # read now: a bad example or certificate stops the step before any output
-    examples = {model: plots.load_examples(files) for model, files in runs.examples_by_model(loaded, args.examples).items()}
+    examples = {model: plots.load_examples(files)
+                for model, files in runs.examples_by_model(loaded, args.examples).items()}
     certificates = [records.read_certificate(path) for path in args.certificates]
     results = analyse(loaded, certificates, args.transfers, settings)
     grids = write_outputs(args, results, examples, settings)
@@ -104,7 +105,8 @@ def analyse(loaded, certificates: list[dict], transfers: list[Path], settings) -
     undefended_units = unit_table[unit_table["defense"] == runs.UNDEFENDED]
     undefended = replicates[replicates["defense"] == runs.UNDEFENDED]
     transfer = tables.transfer_table(transfers, summary, settings.transfer_eps)
-    return {"runs": loaded, "unit": runs.unit_kind(loaded), "units": unit_table, "summary": summary, "replicates": replicates,
+    return {"runs": loaded, "unit": runs.unit_kind(loaded), "units": unit_table, "summary": summary,
+            "replicates": replicates,
             "losses": comparisons.loss_comparisons(unit_table, settings),
             "size_points": size.model_points(undefended, settings.metric, settings.correlation_eps,
                                              settings.min_clean_score),

@@ -21,7 +21,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--results", type=Path, required=True, help="the run's results_dir (holds claims.md)")
     parser.add_argument("--config", type=Path, required=True, help="the --configfile the run used")
     parser.add_argument("--title", required=True, help="the page's title")
-    parser.add_argument("--intro", default="", help="a paragraph above the results (no numbers: those come from the run)")
+    parser.add_argument("--intro", default="",
+                        help="a paragraph above the results (no numbers: those come from the run)")
     parser.add_argument("--tables", nargs="+", default=["size.md"],
                         help="the run's tables/*.md to include after the claims, in order (default: size.md)")
     parser.add_argument("--out", type=Path, required=True, help="the page to write, e.g. docs/zoo.md")
