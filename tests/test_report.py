@@ -14,7 +14,7 @@ import pytest
 from report_data import random_study, scores, settings, write_attack, write_card
 from test_plots import write_example
 
-from advseg import records, statistics
+from advseg import correlations, records, statistics
 from advseg.commands import aggregate
 from advseg.report import claims, comparisons, runs, sanity, size, tables, units
 
@@ -190,7 +190,7 @@ def test_size_rows_leave_out_untrained_models_and_say_what_could_be_detected():
     table = size.size_table(size_points(success, clean), settings(negligible_correlation=0.3))
     (row,) = table.to_dict(orient="records")
     assert row["n_models"] == 11 and row["excluded"] == "M11"
-    assert row["detectable_rho"] == pytest.approx(statistics.detectable_correlation(11, 0.05))
+    assert row["detectable_rho"] == pytest.approx(correlations.detectable_correlation(11, 0.05))
     assert row["verdict"].startswith("inconclusive (only |ρ| ≥")
     strong = size.size_table(size_points([(10 ** (6 + i / 4), 0.1 + 0.05 * i) for i in range(12)]), settings())
     assert strong.iloc[0]["verdict"] == size.MORE

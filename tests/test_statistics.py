@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from advseg import statistics
+from advseg import correlations, statistics
 
 
 # --- hierarchical bootstrap -----------------------------------------------------------------
@@ -143,7 +143,7 @@ def test_adjust_leaves_nan_out_of_the_family():
 # --- correlations --------------------------------------------------------------------------------
 
 def test_spearman_of_four_ordered_models_has_an_exact_p_of_one_in_twelve():
-    result = statistics.correlation([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.5], "spearman", 0.95, 1000)
+    result = correlations.correlation([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.5], "spearman", 0.95, 1000)
     assert result.estimate == pytest.approx(1.0) and result.exact
     assert result.p == pytest.approx(2 / 24)   # scipy's asymptotic p would say 0
 
@@ -151,7 +151,7 @@ def test_spearman_of_four_ordered_models_has_an_exact_p_of_one_in_twelve():
 def test_exact_spearman_p_equals_scipy():
     rng = np.random.default_rng(1)
     x, y = rng.random(6), rng.random(6)
-    ours = statistics.correlation(x, y, "spearman", 0.95, 1000)
+    ours = correlations.correlation(x, y, "spearman", 0.95, 1000)
     # every ordering of y against x (6! = 720); Spearman's null is symmetric, so scipy's doubled p is P(|rho| >= ...)
     reference = stats.permutation_test((y,), lambda b: stats.spearmanr(x, b).statistic, permutation_type="pairings",
                                        n_resamples=np.inf, alternative="two-sided", vectorized=False)
@@ -165,25 +165,25 @@ def test_exact_pearson_p_counts_every_ordering_at_least_as_extreme():
     observed = abs(stats.pearsonr(x, y).statistic)
     extreme = sum(abs(stats.pearsonr(x, y[list(order)]).statistic) >= observed - 1e-12
                   for order in itertools.permutations(range(6)))
-    assert statistics.correlation(x, y, "pearson", 0.95, 1000).p == pytest.approx(extreme / 720)
+    assert correlations.correlation(x, y, "pearson", 0.95, 1000).p == pytest.approx(extreme / 720)
 
 
 def test_correlation_of_many_items_draws_permutations_and_bootstraps_items():
     rng = np.random.default_rng(2)
     x = rng.random(30)
     y = x + rng.normal(0, 0.3, 30)
-    result = statistics.correlation(x, y, "pearson", 0.95, 2000)
+    result = correlations.correlation(x, y, "pearson", 0.95, 2000)
     assert not result.exact and result.p < 0.01
     assert result.ci_low < result.estimate < result.ci_high
-    nan = statistics.correlation([1, 2], [3, 4], "spearman", 0.95, 1000)
+    nan = correlations.correlation([1, 2], [3, 4], "spearman", 0.95, 1000)
     assert nan.n == 2 and math.isnan(nan.estimate)
 
 
 def test_detectable_correlation_by_hand():
     z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
-    assert statistics.detectable_correlation(20, 0.05, kind="pearson") == pytest.approx(math.tanh(z / math.sqrt(17)))
-    assert statistics.detectable_correlation(20, 0.05) == pytest.approx(math.tanh(z * math.sqrt(1.06 / 17)))
-    assert math.isnan(statistics.detectable_correlation(3, 0.05))
+    assert correlations.detectable_correlation(20, 0.05, kind="pearson") == pytest.approx(math.tanh(z / math.sqrt(17)))
+    assert correlations.detectable_correlation(20, 0.05) == pytest.approx(math.tanh(z * math.sqrt(1.06 / 17)))
+    assert math.isnan(correlations.detectable_correlation(3, 0.05))
 
 
 def test_partial_correlation_equals_the_textbook_formula():
@@ -193,7 +193,7 @@ def test_partial_correlation_equals_the_textbook_formula():
     y = z + 0.5 * x + rng.normal(0, 0.3, 25)
     r_xy, r_xz, r_yz = (stats.pearsonr(a, b).statistic for a, b in ((x, y), (x, z), (y, z)))
     expected = (r_xy - r_xz * r_yz) / math.sqrt((1 - r_xz ** 2) * (1 - r_yz ** 2))
-    result = statistics.partial_correlation(x, y, z, 0.95)
+    result = correlations.partial_correlation(x, y, z, 0.95)
     assert result.estimate == pytest.approx(expected)
     t = expected * math.sqrt(22 / (1 - expected ** 2))
     assert result.p == pytest.approx(2 * stats.t.sf(abs(t), 22))
@@ -204,7 +204,7 @@ def test_regression_with_one_predictor_equals_scipy_linregress():
     rng = np.random.default_rng(6)
     x = rng.random(15)
     y = 2 * x + rng.normal(0, 0.5, 15)
-    intercept, slope = statistics.regression(y, {"x": x}, 0.95)
+    intercept, slope = correlations.regression(y, {"x": x}, 0.95)
     reference = stats.linregress(x, y)
     assert slope.estimate == pytest.approx(reference.slope) and intercept.estimate == pytest.approx(reference.intercept)
     assert slope.p == pytest.approx(reference.pvalue)

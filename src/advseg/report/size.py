@@ -25,7 +25,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from advseg import statistics
+from advseg import correlations
 from advseg.report.comparisons import adjusted
 from advseg.report.settings import ReportSettings
 from advseg.report.units import metric_columns
@@ -68,17 +68,17 @@ def size_table(replicates: pd.DataFrame, settings: ReportSettings) -> pd.DataFra
                "log10_params_min": float(x.min()) if x.size else math.nan,
                "log10_params_max": float(x.max()) if x.size else math.nan}
         for kind in ("spearman", "pearson"):
-            result = statistics.correlation(x, y, kind, settings.level, settings.n_bootstrap, settings.seed)
+            result = correlations.correlation(x, y, kind, settings.level, settings.n_bootstrap, settings.seed)
             row.update({kind: result.estimate, f"{kind}_ci_low": result.ci_low, f"{kind}_ci_high": result.ci_high,
                         f"{kind}_p": result.p, f"{kind}_exact": result.exact})
-        partial = statistics.partial_correlation(x, y, z, settings.level)
+        partial = correlations.partial_correlation(x, y, z, settings.level)
         row.update(partial_r=partial.estimate, partial_ci_low=partial.ci_low, partial_ci_high=partial.ci_high,
                    partial_p=partial.p)
-        for coefficient in statistics.regression(y, {"log10_params": x, "clean": z}, settings.level)[1:]:
+        for coefficient in correlations.regression(y, {"log10_params": x, "clean": z}, settings.level)[1:]:
             name = f"slope_{coefficient.name}"
             row.update({name: coefficient.estimate, f"{name}_ci_low": coefficient.ci_low,
                         f"{name}_ci_high": coefficient.ci_high, f"{name}_p": coefficient.p})
-        row["detectable_rho"] = statistics.detectable_correlation(len(kept), settings.alpha, POWER)
+        row["detectable_rho"] = correlations.detectable_correlation(len(kept), settings.alpha, POWER)
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
