@@ -616,7 +616,7 @@ def test_kill_during_download_then_rerun(advseg, base, tmp_path):
     killed = advseg(*argv, kill_at={"suffix": str(out)})
     assert killed.returncode == -signal.SIGKILL, killed
     assert not out.exists(), "a killed download leaves no directory a job would open"
-    assert all(path.name.endswith(".partial") for path in tmp_path.iterdir())
+    assert all(is_partial(path.name) for path in tmp_path.iterdir())
     assert advseg(*argv).returncode == 0
     assert files_under(out) == files_under(base / "data")
     for name in files_under(out):

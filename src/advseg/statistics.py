@@ -25,7 +25,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 MULTIPLICITY = ("holm", "bh", "none")
 EXACT_SIGN_FLIP_UNITS = 16     # up to 2^16 sign vectors are enumerated; beyond, drawn at random

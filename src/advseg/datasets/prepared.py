@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
+from advseg.datasets.npy_rows import NpyRows, NpyWriter, rows_per_chunk
 from advseg.datasets.slices import SliceDataset
+from advseg.jobs import atomic_path
 from advseg.splits import FoldSplit, fold_split, inner_folds
 
 FORMAT = 2  # 2: records the unit of inference
@@ -39,7 +38,6 @@ META = "prepared.json"
 ARRAYS = {"images": np.float32, "masks": np.uint8, "groups": np.int64, "volumes": np.int64,
           "positions": np.int64}
 INDEXES = ("train", "inner_val", "val")
-CHUNK_BYTES = 64 << 20  # how much is copied or hashed at once
 META_KEYS = ("format", "class_names", "image_size", "n_slices", "folds", "folds_to_run", "guard",
              "arrays", "fingerprint", "fold_splits", "unit")
 
@@ -64,37 +62,8 @@ def check_folds_to_run(folds: int, folds_to_run) -> list[int]:
 # --- writing ----------------------------------------------------------------------------------
 
 
-class _NpyWriter:
-    """Appends rows to a .npy file of known shape with plain writes (no memory map, no full copy)."""
-
-    def __init__(self, path: Path, shape: tuple[int, ...], dtype):
-        self.path, self.shape, self.dtype = path, shape, np.dtype(dtype)
-        self.handle = open(path, "wb")
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
-        np.lib.format.write_array_header_1_0(self.handle, header)
-        self.rows, self.digest = 0, hashlib.sha256()
-
-    def write(self, rows: np.ndarray) -> None:
-        rows = np.ascontiguousarray(rows, dtype=self.dtype)
-        if rows.shape[1:] != self.shape[1:] or self.rows + len(rows) > self.shape[0]:
-            raise ValueError(f"{self.path}: rows of shape {rows.shape} do not fit an array of {self.shape}")
-        self.handle.write(rows.data)
-        self.digest.update(rows.data)
-        self.rows += len(rows)
-
-    def close(self) -> str:
-        self.handle.close()
-        if self.rows != self.shape[0]:
-            raise ValueError(f"{self.path}: {self.rows} rows written, {self.shape[0]} expected")
-        return self.digest.hexdigest()
-
-
-def _rows_per_chunk(row_bytes: int) -> int:
-    return max(1, CHUNK_BYTES // max(row_bytes, 1))
-
-
 def _array_chunks(images: np.ndarray, masks: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    step = _rows_per_chunk(images[:1].nbytes + masks[:1].nbytes)
+    step = rows_per_chunk(images[:1].nbytes + masks[:1].nbytes)
     for start in range(0, len(images), step):
         yield images[start:start + step], masks[start:start + step]
 
@@ -136,11 +105,8 @@ def write_prepared_chunks(directory: Path, chunks: Iterable[tuple[np.ndarray, np
     splits = {fold: fold_split(groups, volumes, positions, folds, fold, guard) for fold in folds_to_run}
     shapes = {"images": (n, size, size), "masks": (n, classes, size, size), "groups": (n,), "volumes": (n,),
               "positions": (n,)}
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".partial", dir=directory.parent))
-    try:
-        writers = {name: _NpyWriter(staging / f"{name}.npy", shapes[name], ARRAYS[name])
+    with atomic_path(directory, directory=True) as staging:   # a killed download leaves no directory to trust
+        writers = {name: NpyWriter(staging / f"{name}.npy", shapes[name], ARRAYS[name])
                    for name in ("images", "masks")}
         for images, masks in chunks:
             if len(images) != len(masks):
@@ -155,7 +121,7 @@ def write_prepared_chunks(directory: Path, chunks: Iterable[tuple[np.ndarray, np
         identity = json.dumps({"format": FORMAT, "class_names": list(class_names), "arrays": arrays,
                                "digests": digests}, sort_keys=True)
         fingerprint = hashlib.sha256(identity.encode()).hexdigest()[:16]
-        reader = _NpyRows(staging / "images.npy"), _NpyRows(staging / "masks.npy")
+        reader = NpyRows(staging / "images.npy"), NpyRows(staging / "masks.npy")
         fold_splits = {}
         for fold, split in splits.items():
             _write_fold(fold_directory(staging, fold), split, reader)
@@ -167,12 +133,6 @@ def write_prepared_chunks(directory: Path, chunks: Iterable[tuple[np.ndarray, np
                 "arrays": arrays, "fingerprint": fingerprint, "fold_splits": fold_splits,
                 "description": description or {}}
         (staging / META).write_text(json.dumps(meta, indent=2) + "\n")
-        _replace_directory(staging, directory)
-    except BaseException as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(error, OSError) and not error.filename:  # a full disk: say which output it was
-            raise OSError(error.errno, error.strerror or str(error), str(directory)) from error
-        raise
     return meta
 
 
@@ -182,94 +142,19 @@ def _shape_probe(n: int, size: int, classes: int | None = None) -> np.ndarray:
     return np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), shape=shape, strides=(0,) * len(shape))
 
 
-def _write_fold(directory: Path, split: FoldSplit, readers: tuple["_NpyRows", "_NpyRows"]) -> None:
+def _write_fold(directory: Path, split: FoldSplit, readers: tuple["NpyRows", "NpyRows"]) -> None:
     directory.mkdir()
     for name in INDEXES:
         np.save(directory / f"{name}.npy", np.asarray(getattr(split, name), dtype=np.int64))
     for name, reader in zip(("val_images", "val_masks"), readers):
-        writer = _NpyWriter(directory / f"{name}.npy", (len(split.val), *reader.shape[1:]), reader.dtype)
-        step = _rows_per_chunk(reader.row_bytes)
+        writer = NpyWriter(directory / f"{name}.npy", (len(split.val), *reader.shape[1:]), reader.dtype)
+        step = rows_per_chunk(reader.row_bytes)
         for start in range(0, len(split.val), step):
             writer.write(reader.read(split.val[start:start + step]))
         writer.close()
 
 
-def _replace_directory(staging: Path, directory: Path) -> None:
-    """Move ``staging`` to ``directory``; an older directory there is removed only afterwards."""
-    if directory.exists() or directory.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".old", dir=directory.parent))
-        os.replace(directory, old / "previous")
-        os.replace(staging, directory)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, directory)
-
-
 # --- reading ----------------------------------------------------------------------------------
-
-
-class _NpyRows:
-    """Rows of a .npy file read with plain file reads.
-
-    Unlike indexing a memory map, the pages read are not mapped into the process, so a
-    training job that goes through every slice each epoch keeps its resident memory at
-    one batch, not at the size of the training set.
-    """
-
-    def __init__(self, path: Path, shape: tuple[int, ...] | None = None, dtype=None):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ValueError(f"{self.path}: missing; rerun 'advseg download' (delete the prepared directory)")
-        try:
-            with open(self.path, "rb") as handle:
-                version = np.lib.format.read_magic(handle)
-                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-                if read_header is None:
-                    raise ValueError(f"unsupported .npy version {version}")
-                found_shape, fortran_order, found_dtype = read_header(handle)
-                self.offset = handle.tell()
-        except (OSError, ValueError, SyntaxError, EOFError) as error:
-            raise ValueError(f"{self.path}: not a readable .npy array ({error})") from None
-        if fortran_order or found_dtype.hasobject:
-            raise ValueError(f"{self.path}: not a C-ordered numeric array")
-        if shape is not None and tuple(found_shape) != tuple(shape):
-            raise ValueError(f"{self.path}: array of shape {tuple(found_shape)}, expected {tuple(shape)}")
-        if dtype is not None and found_dtype != np.dtype(dtype):
-            raise ValueError(f"{self.path}: array of {found_dtype}, expected {np.dtype(dtype)}")
-        self.shape, self.dtype = tuple(found_shape), found_dtype
-        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
-        expected = self.offset + (self.shape[0] if self.shape else 1) * self.row_bytes
-        actual = self.path.stat().st_size
-        if actual != expected:
-            raise ValueError(f"{self.path}: {actual} bytes, expected {expected} "
-                             f"({'truncated' if actual < expected else 'trailing data'}); rerun 'advseg download'")
-
-    def load(self, mmap: bool) -> np.ndarray:
-        return np.load(self.path, mmap_mode="r" if mmap else None, allow_pickle=False)
-
-    def read(self, rows: np.ndarray) -> np.ndarray:
-        """The given rows (any order, repeats allowed), each contiguous run read at once."""
-        rows = np.asarray(rows, dtype=np.int64)
-        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
-        if not len(rows):
-            return out
-        if rows.min() < 0 or rows.max() >= self.shape[0]:
-            raise IndexError(f"{self.path}: rows outside [0, {self.shape[0]})")
-        run_starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)
-        run_ends = np.append(run_starts[1:], len(rows))
-        view = out.reshape(len(rows), -1).view(np.uint8)
-        with open(self.path, "rb", buffering=0) as handle:
-            for start, end in zip(run_starts, run_ends):
-                handle.seek(self.offset + int(rows[start]) * self.row_bytes)
-                target = memoryview(view[start:end]).cast("B")
-                read = 0
-                while read < len(target):
-                    count = handle.readinto(target[read:])
-                    if not count:
-                        raise ValueError(f"{self.path}: ends early; rerun 'advseg download'")
-                    read += count
-        return out
 
 
 @dataclass(frozen=True)
@@ -286,8 +171,8 @@ class PreparedFold:
     train: np.ndarray
     inner_val: np.ndarray
     val: np.ndarray
-    val_image_rows: _NpyRows
-    val_mask_rows: _NpyRows
+    val_image_rows: NpyRows
+    val_mask_rows: NpyRows
     fingerprint: str
 
     @property
@@ -337,7 +222,7 @@ class PreparedFold:
 class PreparedData:
     """A prepared directory, checked and opened memory-mapped; pixels are read only on demand."""
 
-    def __init__(self, directory: Path, meta: dict, image_rows: _NpyRows, mask_rows: _NpyRows,
+    def __init__(self, directory: Path, meta: dict, image_rows: NpyRows, mask_rows: NpyRows,
                  index_arrays: dict[str, np.ndarray]):
         self.directory, self.meta = directory, meta
         self.image_rows, self.mask_rows = image_rows, mask_rows
@@ -364,7 +249,7 @@ class PreparedData:
             shapes = {name: tuple(meta["arrays"][name]["shape"]) for name in ARRAYS}
         except (KeyError, TypeError) as error:
             raise ValueError(f"{meta_path}: arrays lacks {error}; rerun 'advseg download'") from None
-        rows = {name: _NpyRows(directory / f"{name}.npy", shapes[name], ARRAYS[name]) for name in ARRAYS}
+        rows = {name: NpyRows(directory / f"{name}.npy", shapes[name], ARRAYS[name]) for name in ARRAYS}
         small = {name: rows[name].load(mmap=False) for name in ("groups", "volumes", "positions")}
         return cls(directory, meta, rows["images"], rows["masks"], small)
 
@@ -410,7 +295,7 @@ class PreparedData:
         indexes = {}
         for name in INDEXES:
             path = where / f"{name}.npy"
-            values = _NpyRows(path, (expected.get(name, -1),), np.int64).load(mmap=False)
+            values = NpyRows(path, (expected.get(name, -1),), np.int64).load(mmap=False)
             if len(values) and (values.min() < 0 or values.max() >= len(self) or (np.diff(values) <= 0).any()):
                 raise ValueError(f"{path}: not sorted distinct row indices below {len(self)}; "
                                  f"rerun 'advseg download'")
@@ -421,8 +306,8 @@ class PreparedData:
             raise ValueError(f"{where}: its index files do not match {self.directory / META} "
                              f"(changed after download?); rerun 'advseg download'")
         size = self.image_size
-        val_images = _NpyRows(where / "val_images.npy", (len(split.val), size, size), np.float32)
-        val_masks = _NpyRows(where / "val_masks.npy", (len(split.val), len(self.class_names), size, size), np.uint8)
+        val_images = NpyRows(where / "val_images.npy", (len(split.val), size, size), np.float32)
+        val_masks = NpyRows(where / "val_masks.npy", (len(split.val), len(self.class_names), size, size), np.uint8)
         return PreparedFold(self, fold, split.train, split.inner_val, split.val, val_images, val_masks,
                             fingerprint)
 
