@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import inspect
 import io
 import shutil
 import tempfile
@@ -106,7 +105,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224)
     args = parser.parse_args()
 
-    from advseg.datasets import folder, nifti, sources, uwmadison
+    from advseg.datasets import folder, nifti, prepare_dataset, sources
     from advseg.datasets.slices import SliceDataset
 
     if "volumes" not in getattr(SliceDataset, "__dataclass_fields__", {}):  # a branch before the contract's class
@@ -122,19 +121,16 @@ def main() -> None:
         root = sources.resolve_source(paths["zip"], work / "cache")
         rows.append(("uwmadison source: .zip -> extracted folder", time.perf_counter() - start,
                      paths["zip"].stat().st_size, disk_bytes(root)))
-        accepted = inspect.signature(uwmadison.prepare).parameters
-        options = {name: value for name, value in {"image_size": args.image_size, "folds": 2, "fold": 0,
-                                                   "root": root, "exclude": ()}.items() if name in accepted}
         start = time.perf_counter()
-        uwmadison.prepare(**options)
+        prepare_dataset("uwmadison", args.image_size, root=str(root), exclude=[])
         rows.append(("uwmadison prepare (extracted folder)", time.perf_counter() - start, disk_bytes(root), 0))
         start = time.perf_counter()
-        folder.prepare(image_size=args.image_size, root=paths["folder"], classes=["a", "b", "c"],
-                       group_pattern=r"(?P<group>case\d+)_(?P<position>\d+)")
+        prepare_dataset("folder", args.image_size, root=str(paths["folder"]), classes=["a", "b", "c"],
+                        group_pattern=r"(?P<group>case\d+)_(?P<position>\d+)")
         rows.append(("folder prepare (PNG images + label maps)", time.perf_counter() - start,
                      disk_bytes(paths["folder"]), 0))
         start = time.perf_counter()
-        nifti.prepare(image_size=args.image_size, root=paths["nifti"], classes=["a", "b", "c"])
+        prepare_dataset("nifti", args.image_size, root=str(paths["nifti"]), classes=["a", "b", "c"])
         rows.append((f"nifti prepare ({DEPTH}-slice .nii.gz volumes)", time.perf_counter() - start,
                      disk_bytes(paths["nifti"]), 0))
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from advseg.datasets import DATASETS, SliceDataset, prepare_dataset
-from advseg.datasets import mni152
+from advseg import settings
+from advseg.datasets import DATASETS, SliceDataset, mni152, prepare_dataset
 from advseg.splits import fold_split
 
 SIZE, THICKNESS, GUARD = 32, 8, 2
@@ -14,7 +14,7 @@ SIZE, THICKNESS, GUARD = 32, 8, 2
 
 @pytest.fixture(scope="module")
 def data() -> SliceDataset:
-    return mni152.prepare(image_size=SIZE, slab_thickness=THICKNESS)
+    return mni152.prepare(image_size=SIZE, **settings.fill("data.mni152", {"slab_thickness": THICKNESS}))
 
 
 def tiny(n: int = 6, classes: int = 2) -> SliceDataset:

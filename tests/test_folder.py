@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from advseg import settings
 from advseg.datasets import folder
 from advseg.datasets.slices import resize_slices, scale_by_max
 from byod_data import use_contract_dataset
@@ -37,8 +38,10 @@ def save(path: Path, array: np.ndarray) -> Path:
 
 
 def prepare(root, **options):
-    options = {"classes": ["liver", "kidney"], **options}
-    return folder.prepare(image_size=options.pop("image_size", 32), root=root, **options)
+    """folder.prepare with the schema's defaults for the options not given, as the download job calls it."""
+    options = {"classes": ["liver", "kidney"], "root": str(root), **options}
+    image_size = options.pop("image_size", 32)
+    return folder.prepare(image_size=image_size, **settings.fill("data.folder", options))
 
 
 def error_of(root, **options) -> str:
@@ -245,5 +248,5 @@ def test_example_config_prepares_the_shipped_example(monkeypatch):
 
     config = yaml.safe_load((Path(__file__).parent / "configs" / "folder.yaml").read_text())["data"]
     monkeypatch.chdir(Path(__file__).parents[1])  # the workflow runs from the repository root
-    data = folder.prepare(image_size=config["image_size"], **config["folder"])
+    data = folder.prepare(image_size=config["image_size"], **settings.fill("data.folder", config["folder"]))
     assert data.images.shape == (24, 32, 32) and len(set(data.groups.tolist())) == config["folds"]

@@ -10,6 +10,7 @@ import nibabel
 import numpy as np
 import pytest
 
+from advseg import settings
 from advseg.datasets import nifti
 from advseg.datasets.slices import resize_slices, scale_by_max
 from byod_data import use_contract_dataset
@@ -46,8 +47,10 @@ def save(path: Path, data: np.ndarray, affine=AFFINE) -> Path:
 
 
 def prepare(**options):
-    options = {"classes": CLASSES, **options}
-    return nifti.prepare(image_size=options.pop("image_size", 32), **options)
+    """nifti.prepare with the schema's defaults for the options not given, as the download job calls it."""
+    options = {"classes": CLASSES, **{key: str(v) if isinstance(v, Path) else v for key, v in options.items()}}
+    image_size = options.pop("image_size", 32)
+    return nifti.prepare(image_size=image_size, **settings.fill("data.nifti", options))
 
 
 def error_of(**options) -> str:
@@ -284,5 +287,5 @@ def test_example_config_prepares_the_shipped_example(monkeypatch):
 
     config = yaml.safe_load((Path(__file__).parent / "configs" / "nifti.yaml").read_text())["data"]
     monkeypatch.chdir(Path(__file__).parents[1])  # the workflow runs from the repository root
-    data = nifti.prepare(image_size=config["image_size"], **config["nifti"])
+    data = nifti.prepare(image_size=config["image_size"], **settings.fill("data.nifti", config["nifti"]))
     assert data.images.shape == (24, 32, 32) and len(set(data.groups.tolist())) == config["folds"]

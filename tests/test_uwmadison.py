@@ -19,6 +19,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from advseg import settings
 from advseg.datasets import PreparedData, SliceDataset, prepare_dataset, uwmadison
 from advseg.datasets.slices import resize_slices, scale_by_max
 
@@ -34,6 +35,13 @@ RECTANGLES = {"large_bowel": (0.1, 0.4, 0.15, 0.6), "small_bowel": (0.5, 0.9, 0.
               "stomach": (0.6, 0.8, 0.05, 0.35)}
 LABELLED = {1: tuple(uwmadison.CLASS_NAMES), 2: ("stomach",), 5: ()}
 
+
+
+def prepare(image_size: int, **options):
+    """uwmadison.prepare with the schema's defaults for the options not given, as the download job calls it."""
+    options = {key: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+               for key, v in options.items()}
+    return uwmadison.prepare(image_size=image_size, **settings.fill("data.uwmadison", options))
 
 def encode_row_major(mask: np.ndarray) -> str:
     """Run-length code ("start length ...", 1-based starts) counting pixels row by row."""
@@ -104,7 +112,7 @@ def fixture(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data(fixture) -> SliceDataset:
-    return uwmadison.prepare(image_size=SIZE, root=fixture[0])
+    return prepare(image_size=SIZE, root=fixture[0])
 
 
 @pytest.fixture
@@ -201,19 +209,19 @@ def test_mask_lands_where_the_rectangle_was(data):
 
 
 def test_column_order_misreads_row_major_codes(fixture, data):
-    column = uwmadison.prepare(image_size=SIZE, root=fixture[0], rle_order="column")
+    column = prepare(image_size=SIZE, root=fixture[0], rle_order="column")
     assert np.array_equal(column.images, data.images)
     assert not np.array_equal(column.masks, data.masks)
 
 
 def test_exclude_is_an_option(fixture, data):
     root, truth = fixture
-    everything = uwmadison.prepare(image_size=SIZE, root=root, exclude=())
+    everything = prepare(image_size=SIZE, root=root, exclude=())
     assert len(everything.images) == len(data.images) + 2 * len(SLICE_NUMBERS)
     images, _ = expected(truth, [(7, 0, number) for number in SLICE_NUMBERS])
     assert np.allclose(everything.images[:len(SLICE_NUMBERS)], images, atol=1e-6)
     assert np.array_equal(everything.images[len(SLICE_NUMBERS):-len(SLICE_NUMBERS)], data.images)
-    one = uwmadison.prepare(image_size=SIZE, root=root, exclude=["case30_day5"])
+    one = prepare(image_size=SIZE, root=root, exclude=["case30_day5"])
     assert one.groups.tolist() == [7] * 6 + [12] * 3 + [30] * 3 + [81] * 3
 
 
@@ -241,7 +249,7 @@ def test_split_keeps_cases_together(data):
 
 
 def test_only_labelled_drops_empty_slices(fixture, data):
-    labelled = uwmadison.prepare(image_size=SIZE, root=fixture[0], only_labelled=True)
+    labelled = prepare(image_size=SIZE, root=fixture[0], only_labelled=True)
     keep = data.masks.reshape(len(data.masks), -1).any(1)
     assert len(labelled.images) == 4 * 2 and keep.sum() == 8
     assert np.array_equal(labelled.images, data.images[keep])
@@ -276,15 +284,12 @@ def test_cli_download(fixture, data, tmp_path):
     assert "fold 2:" in result.stderr and "held out" in result.stderr
 
 
-def test_schema_defaults_match_prepare():
+def test_prepare_takes_every_option_of_the_schema_and_defaults_none():
     schema = yaml.safe_load(SCHEMA.read_text())["properties"]["data"]["properties"]
     assert "uwmadison" in schema["name"]["enum"]
-    options = schema["uwmadison"]["properties"]
-    defaults = inspect.signature(uwmadison.prepare).parameters
-    assert set(options) == set(defaults) - {"image_size"}
-    for name, option in options.items():
-        default = defaults[name].default
-        assert option["default"] == (list(default) if isinstance(default, tuple) else default), name
+    parameters = inspect.signature(uwmadison.prepare).parameters
+    assert set(schema["uwmadison"]["properties"]) == set(parameters) - {"image_size"}
+    assert all(p.default is inspect.Parameter.empty for p in parameters.values()), "defaults live in the schema"
 
 
 # --- errors name what is wrong --------------------------------------------------------------
@@ -292,7 +297,7 @@ def test_schema_defaults_match_prepare():
 
 def prepare_error(**options) -> str:
     with pytest.raises(ValueError) as error:
-        uwmadison.prepare(image_size=SIZE, **options)
+        prepare(image_size=SIZE, **options)
     assert not isinstance(error.value, FileNotFoundError)
     return str(error.value)
 
@@ -339,7 +344,7 @@ def test_csv_id_without_png(fresh):
 def test_excluded_scan_needs_no_png(fresh):
     for number in SLICE_NUMBERS:
         png_path(fresh, 7, 0, number, 20, 14).unlink()
-    assert len(uwmadison.prepare(image_size=SIZE, root=fresh).images) == 12
+    assert len(prepare(image_size=SIZE, root=fresh).images) == 12
 
 
 def test_png_size_differs_from_its_name(fresh):
@@ -374,4 +379,4 @@ def test_a_repeated_csv_row_is_refused(fresh):
     lines = csv_path.read_text().splitlines()
     csv_path.write_text("\n".join(lines + [lines[1]]) + "\n")
     with pytest.raises(ValueError, match=f"{csv_path}, line {len(lines) + 1}: a second row for"):
-        uwmadison.prepare(image_size=32, root=fresh)
+        prepare(image_size=32, root=fresh)

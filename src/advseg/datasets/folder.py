@@ -153,9 +153,9 @@ def read_mask(paths: list[Path], shape: tuple[int, int], classes: tuple[str, ...
     return np.stack(layers).astype(np.uint8)
 
 
-def prepare(image_size: int, root: str | Path | None = None, classes=(), mask_format: str = "labelmap",
-            group_pattern: str | None = None, folds: int | None = None, fold: int | None = None) -> SliceDataset:
-    """Every image with its masks; ``folds``/``fold`` are accepted and unused (splits come later)."""
+def prepare(image_size: int, *, root: str | Path | None, classes, mask_format: str,
+            group_pattern: str | None) -> SliceDataset:
+    """Every image with its masks (options: ``data.folder``, defaults in the schema)."""
     root, classes = check_options(root, classes, mask_format)
     images = image_files(root / "images")
     if not images:

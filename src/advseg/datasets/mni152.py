@@ -53,8 +53,10 @@ def tissue_masks(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray) -> np.ndarray:
     return np.stack([(likeliest == c) & brain for c in range(3)]).astype(np.uint8)
 
 
-def prepare(image_size: int, slab_thickness: int = 8, min_brain_fraction: float = 0.05,
+def prepare(image_size: int, *, slab_thickness: int, min_brain_fraction: float,
             directory: Path | None = None) -> SliceDataset:
+    """Slices with enough brain, grouped in slabs (options: ``data.mni152``, defaults in the schema);
+    ``directory`` holds the template files (nilearn's own when None)."""
     if slab_thickness < 1:
         raise ValueError(f"data.mni152.slab_thickness: {slab_thickness} is below 1")
     volumes = load_volumes(directory or template_dir())

@@ -140,10 +140,9 @@ def clip_intensities(data: np.ndarray, percentiles: tuple[float, float] | None) 
     return np.clip(data, low, high) - low
 
 
-def prepare(image_size: int, root: str | Path | None = None, pairs: str | Path | None = None, classes=(),
-            axis: int = 2, clip_percentiles=(0.5, 99.5), keep_empty_slices: bool = True,
-            folds: int | None = None, fold: int | None = None) -> SliceDataset:
-    """Every (kept) slice of every volume; ``folds``/``fold`` are accepted and unused (splits come later)."""
+def prepare(image_size: int, *, root: str | Path | None, pairs: str | Path | None, classes, axis: int,
+            clip_percentiles, keep_empty_slices: bool) -> SliceDataset:
+    """Every (kept) slice of every volume (options: ``data.nifti``, defaults in the schema)."""
     classes, percentiles = check_options(classes, axis, clip_percentiles)
     volumes = find_pairs(root, pairs)
     group_names = sorted({group for _, _, group in volumes})

@@ -40,7 +40,6 @@ import numpy as np
 from advseg.datasets.slices import SliceDataset, resize_slices, scale_by_max
 
 CLASS_NAMES = ("large_bowel", "small_bowel", "stomach")
-EXCLUDED = ("case7_day0", "case81_day30")
 COLUMNS = ("id", "class", "segmentation")
 ORDERS = {"row": "C", "column": "F"}
 DOWNLOAD = ("download the data with a Kaggle account that accepted the competition rules "
@@ -196,8 +195,9 @@ def read_slice(path: Path, height: int, width: int) -> np.ndarray:
     return pixels.astype(np.float32)
 
 
-def prepare(image_size: int, root: str | Path | None = None, rle_order: str = "row", exclude=EXCLUDED,
-            only_labelled: bool = False, source: str | None = None, cache: str = "data/uwmadison") -> SliceDataset:
+def prepare(image_size: int, *, root: str | Path | None, rle_order: str, exclude, only_labelled: bool,
+            source: str | None, cache: str) -> SliceDataset:
+    """Every slice of every scan not excluded (options: ``data.uwmadison``, defaults in the schema)."""
     if source is not None and root is not None:
         raise ValueError("data.uwmadison: give source or root, not both")
     if source is not None:
