@@ -88,18 +88,25 @@ def _row(check: str, flagged: bool, model: str, attack: str, loss: str, variant:
 
 
 def _iterative(scores: pd.DataFrame) -> list[dict]:
-    keys = ["model", "attack_loss", "variant", "eps"]
-    single = scores[scores["attack"] == SINGLE_STEP].set_index(keys)
+    return _as_strong_as("iterative ≥ single-step", scores, scores[scores["attack"].isin(ITERATIVE)],
+                         lambda row: SINGLE_STEP, f"weaker than {SINGLE_STEP}")
+
+
+def _as_strong_as(check: str, scores: pd.DataFrame, candidates: pd.DataFrame, reference_attack,
+                  note: str) -> list[dict]:
+    """Each candidate attack's drop (clean - adv) against that of ``reference_attack(row)`` on the
+    same model, loss, variant and eps; flagged where it is smaller."""
+    references = scores.set_index(["model", "attack", "attack_loss", "variant", "eps"])
     rows = []
-    for row in scores[scores["attack"].isin(ITERATIVE)].itertuples():
-        key = (row.model, row.attack_loss, row.variant, row.eps)
-        if key not in single.index:
+    for row in candidates.itertuples():
+        key = (row.model, reference_attack(row), row.attack_loss, row.variant, row.eps)
+        if key not in references.index:
             continue
-        reference = single.loc[key]
-        drop, single_drop = row.clean - row.adv, reference["clean"] - reference["adv"]
-        flagged = drop < single_drop - TOLERANCE
-        rows.append(_row("iterative ≥ single-step", flagged, row.model, row.attack, row.attack_loss, row.variant,
-                         row.eps, drop, single_drop, f"weaker than {SINGLE_STEP}" if flagged else ""))
+        reference = references.loc[key]
+        drop, reference_drop = row.clean - row.adv, reference["clean"] - reference["adv"]
+        flagged = drop < reference_drop - TOLERANCE
+        rows.append(_row(check, flagged, row.model, row.attack, row.attack_loss, row.variant, row.eps, drop,
+                         reference_drop, note if flagged else ""))
     return rows
 
 
@@ -163,19 +170,8 @@ def _loss_rises(runs: list[AttackRun]) -> list[dict]:
 
 
 def _eot(scores: pd.DataFrame) -> list[dict]:
-    keys = ["model", "attack", "attack_loss", "variant", "eps"]
-    plain = scores.set_index(keys)
-    rows = []
-    for row in scores[scores["attack"].str.endswith("+eot")].itertuples():
-        key = (row.model, base_method(row.attack), row.attack_loss, row.variant, row.eps)
-        if key not in plain.index:
-            continue
-        reference = plain.loc[key]
-        drop, plain_drop = row.clean - row.adv, reference["clean"] - reference["adv"]
-        flagged = drop < plain_drop - TOLERANCE
-        rows.append(_row("EOT ≥ plain gradient", flagged, row.model, row.attack, row.attack_loss, row.variant,
-                         row.eps, drop, plain_drop, "weaker than one draw: too few draws?" if flagged else ""))
-    return rows
+    return _as_strong_as("EOT ≥ plain gradient", scores, scores[scores["attack"].str.endswith("+eot")],
+                         lambda row: base_method(row.attack), "weaker than one draw: too few draws?")
 
 
 def _masking(scores: pd.DataFrame) -> list[dict]:
