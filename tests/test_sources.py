@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import requests
 
-from advseg.datasets import sources, uwmadison
+from advseg.datasets import prepare_dataset, sources
 from advseg.datasets.slices import resize_slices, scale_by_max
 from byod_data import CLASS_NAMES, SCANS, SLICES, write_competition_zip
 
@@ -35,7 +35,7 @@ def leftovers(cache: Path) -> list[str]:
 
 def prepare_uwmadison(root: Path, size: int = 32):
     """The uwmadison loader on the extracted folder (the fixture has none of the study's excluded scans)."""
-    return uwmadison.prepare(image_size=size, root=root, exclude=[])
+    return prepare_dataset("uwmadison", size, root=str(root), exclude=[])
 
 
 def error_of(source, cache: Path) -> str:
