@@ -33,7 +33,7 @@ def test_page_holds_the_runs_pages_and_its_provenance(tmp_path):
     config.write_text("results_dir: results\n")
     out = tmp_path / "docs" / "zoo.md"
     publish.run(Namespace(results=results, config=config, title="The zoo", intro="Why a zoo.", tables=["size.md"],
-                          out=out))
+                          figures=list(publish.FIGURES), out=out))
     page = out.read_text()
     assert page.startswith("# The zoo\n\nWhy a zoo.")
     # jobs ran 500-600 (b inside it) and 870-900: 130 s busy between 01:55 and 02:01, 180 s of job time
@@ -41,7 +41,7 @@ def test_page_holds_the_runs_pages_and_its_provenance(tmp_path):
     assert "## What this run's data say" in page and "**Independent units:** case; n = 9" in page
     assert "## Does model size predict attack success?" in page
     assert page.index("## What this run's data say") < page.index("## Does model size predict")
-    assert "![attack success against model size](img/zoo-param_size_correlation.png)" in page
+    assert "![param_size_correlation](img/zoo-param_size_correlation.png)" in page
     assert (tmp_path / "docs" / "img" / "zoo-dice_vs_eps.png").read_bytes().startswith(b"\x89PNG")
     assert f"--configfile {config}" in page and "| machine |" in page and "| code | report written by advseg at commit" in page
 
@@ -53,7 +53,8 @@ def test_a_run_that_did_not_finish_is_named(tmp_path):
     (results / "claims.md").unlink()
     out = tmp_path / "docs" / "zoo.md"
     with pytest.raises(ValueError, match=re.escape(str(results / "claims.md")) + ": missing"):
-        publish.run(Namespace(results=results, config=config, title="t", intro="", tables=["size.md"], out=out))
+        publish.run(Namespace(results=results, config=config, title="t", intro="", tables=["size.md"],
+                              figures=list(publish.FIGURES), out=out))
     assert not out.exists()
 
 

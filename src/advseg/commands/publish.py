@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-FIGURES = ("param_size_correlation.png", "dice_vs_eps.png")
+FIGURES = ("param_size_correlation.png", "dice_vs_eps.png")   # the default figures, under the run's plots/
 
 
 def add_arguments(parser) -> None:
@@ -25,6 +25,8 @@ def add_arguments(parser) -> None:
                         help="a paragraph above the results (no numbers: those come from the run)")
     parser.add_argument("--tables", nargs="+", default=["size.md"],
                         help="the run's tables/*.md to include after the claims, in order (default: size.md)")
+    parser.add_argument("--figures", nargs="+", default=list(FIGURES),
+                        help=f"the run's plots/*.png to show after the claims (default: {' '.join(FIGURES)})")
     parser.add_argument("--out", type=Path, required=True, help="the page to write, e.g. docs/zoo.md")
 
 
@@ -32,14 +34,14 @@ def run(args) -> None:
     from advseg.jobs import atomic_path
 
     sources = {"claims": args.results / "claims.md", **{name: args.results / "tables" / name for name in args.tables}}
-    for path in [*sources.values(), *(args.results / "plots" / name for name in FIGURES), args.config]:
+    for path in [*sources.values(), *(args.results / "plots" / name for name in args.figures), args.config]:
         if not path.is_file():
             raise ValueError(f"{path}: missing; run the workflow with --configfile {args.config} first")
     stem = args.out.stem
     page = page_text(args, {name: path.read_text() for name, path in sources.items()}, stem)  # before any write
     images = args.out.parent / "img"
     images.mkdir(parents=True, exist_ok=True)
-    for name in FIGURES:
+    for name in args.figures:
         shutil.copyfile(args.results / "plots" / name, images / f"{stem}-{name}")
     with atomic_path(args.out) as temporary:
         temporary.write_text(page, encoding="utf-8")
@@ -60,11 +62,10 @@ def page_text(args, sources: dict[str, str], stem: str) -> str:
         f"| code | report written by advseg at commit `{commit()}` |",
         f"| regenerate | `snakemake --cores {os.cpu_count()} --configfile {args.config}`, then `advseg publish "
         f"--results {args.results} --config {args.config} --title \"{args.title}\" --tables {' '.join(args.tables)} "
-        f"--out {args.out}` |",
+        f"--figures {' '.join(args.figures)} --out {args.out}` |",
         "",
         *_demoted(sources["claims"]), "",
-        f"![attack success against model size](img/{stem}-param_size_correlation.png)", "",
-        f"![attacked score against eps](img/{stem}-dice_vs_eps.png)", "",
+        *(f"![{Path(name).stem}](img/{stem}-{name})\n" for name in args.figures),
     ]
     for name in args.tables:
         lines += [*_demoted(sources[name]), ""]
