@@ -82,6 +82,19 @@ def run_snakemake(directory: Path, *args: str, timeout: int = 300) -> subprocess
     ("models:\n  - {arch: Unet, encoder: resnet18}\n  - {arch: Linknet, encoder: resnet18}\n"
      "transfer: {sources: [Unet-resnet18], targets: [Unet-resnet18]}\n",
      "transfer: sources and targets name only 'Unet-resnet18'"),
+    (GOOD_MODEL + "attack: {losses: [bce, js]}\n", "attack.losses: js is SEA's loss for apgd; add apgd"),
+    (GOOD_MODEL + "defenses: [none, armour]\n", "defenses[1]: 'armour' is not one of"),
+    (GOOD_MODEL + "defenses: [ensemble]\n", "defense.ensemble.models: an ensemble needs at least 2 models"),
+    (GOOD_MODEL + "defenses: [ensemble]\ndefense: {ensemble: {models: [Unet-resnet18, FPN-resnet18]}}\n",
+     "defense.ensemble.models: unknown value 'FPN-resnet18'"),
+    ("models:\n  - {arch: Unet, encoder: resnet18}\n  - {arch: Unet, encoder: resnet34, name: ensemble}\n"
+     "defenses: [ensemble]\n", "models[1]: the name 'ensemble' is the ensemble's"),
+    ("models:\n  - {arch: Unet, encoder: resnet18}\n  - {arch: Linknet, encoder: resnet18, in_channels: 1}\n"
+     "defenses: [ensemble]\n", "defense.ensemble.models: the members take different in_channels"),
+    (GOOD_MODEL + "defenses: [noise]\ndefense: {noise: {sigma: 0}}\n",
+     "defense.noise.sigma: 0 is less than or equal to the minimum of 0"),
+    (GOOD_MODEL + "defenses: [pgd_at]\nattack: {methods: [fgsm, apgd], losses: [js]}\n",
+     "defense.transfer_method: pgd takes none of attack.losses ['js']"),
 ])
 def test_bad_config_is_refused_naming_the_key(tmp_path, config, message):
     with pytest.raises(ValueError) as error:

@@ -445,6 +445,19 @@ def test_model_card_unusable(advseg, base, tmp_path, damage):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("damage, says", [("unknown defense", "defense: unknown value 'armour'"),
+                                          ("bad settings", "defense.smoothing.sigma")])
+def test_defended_model_card_unusable(advseg, base, tmp_path, damage, says):
+    card_data = json.loads((base / "model_card.json").read_text())
+    card_data.update({"defense": "armour"} if damage == "unknown defense" else
+                     {"defense": "smoothing", "defense_settings": {"sigma": -1}})
+    card = tmp_path / "model_card.json"
+    card.write_text(json.dumps(card_data))
+    result = advseg(*attack_args(base, tmp_path / "out", card=card))
+    assert_one_line_error(result, "attack", card, says, "rerun the workflow")
+    assert not (tmp_path / "out").exists()
+
+
 # --- attack results read by aggregate, perturbations read by transfer ----------------------------------------------
 
 @pytest.mark.parametrize("kind", ["json", "slices.npz", "example.npz"])
@@ -631,6 +644,25 @@ def test_kill_during_checkpoint_then_rerun(advseg, base, tmp_path):
     assert advseg(*argv).returncode == 0
     assert (tmp_path / "model.safetensors").read_bytes() == (base / "model.safetensors").read_bytes()
     assert same_json(tmp_path / "model_card.json", base / "model_card.json", ignore=("weights",))
+
+
+def test_kill_during_certify_then_rerun(advseg, base, tmp_path):
+    smoothing = {"sigma": 0.25, "n": 8, "n0": 4, "radii": [0.0, 0.1]}
+    argv = checkpoint_args(base, tmp_path) + ["--name", "Unet-resnet18+smoothing", "--defense", "smoothing",
+                                              "--defense-settings", json.dumps(smoothing), "--twin", "Unet-resnet18"]
+    assert advseg(*argv).returncode == 0
+
+    def certify(out: Path, **kill):
+        return advseg("certify", "--model", tmp_path / "model.safetensors", "--card", tmp_path / "model_card.json",
+                      "--data", base / "data", "--fold", 0, "--tracking", base / "mlflow/tracking.json",
+                      "--out", out, **kill)
+
+    assert certify(tmp_path / "whole/certificate.npz").returncode == 0
+    killed = certify(tmp_path / "killed/certificate.npz", kill_at={"suffix": "certificate.npz"})
+    assert killed.returncode == -signal.SIGKILL, killed
+    assert not [name for name in files_under(tmp_path / "killed") if not is_partial(name)]
+    assert certify(tmp_path / "killed/certificate.npz").returncode == 0
+    assert same_npz(tmp_path / "killed/certificate.npz", tmp_path / "whole/certificate.npz")
 
 
 def test_kill_during_attack_then_rerun(advseg, base, tmp_path):

@@ -27,13 +27,16 @@ import torch
 from torch import nn
 
 from advseg import settings as config_schema
-from advseg.config import METHODS, VARIANT_CHOICES, Variant, check_variant
+from advseg.config import METHODS as ALL_METHODS
+from advseg.config import VARIANT_CHOICES, Variant, check_variant
 from advseg.defenses.eot import objective_gradient
 from advseg.inference import batch_slices
 from advseg.models import IN_CHANNELS, as_model_input
 from advseg.objectives import attack_objective
 from advseg.sweeps import checked_inputs, eval_mode
 
+# the methods of this module's loop; APGD, with its own step-size schedule, is advseg.apgd's
+METHODS = tuple(method for method in ALL_METHODS if method != "apgd")
 # FGSM is PGD's one-step case: one step of size eps from the clean image
 FGSM_AS_PGD = {"steps": 1, "alpha": 1.0, "random_start": False, "restarts": 1}
 DICE_SMOOTHING = 1e-5
@@ -67,6 +70,9 @@ class AttackSettings:
         attack = config_schema.fill("attack", attack)
         if "method" not in attack:
             raise ValueError("attack.method: one attack job's settings name its method")
+        if attack["method"] not in METHODS:
+            raise ValueError(f"attack.method: {attack['method']} is not a method of the PGD loop ({', '.join(METHODS)}); "
+                             "apgd's settings are advseg.apgd.APGDSettings")
         options = FGSM_AS_PGD if attack["method"] == "fgsm" else attack[attack["method"]]
         return cls(method=attack["method"], **options, **{key: attack[key] for key in VARIANT_CHOICES}).validate()
 

@@ -19,6 +19,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from advseg.config import ENSEMBLE
+from advseg.defenses.ensemble import Ensemble
 from advseg.jobs import atomic_path
 from advseg.models import IN_CHANNELS, build_model, input_channels
 
@@ -60,13 +62,31 @@ def load_model(path: Path, arch: str | None = None, encoder: str | None = None) 
         if expected is not None and metadata[key] != expected:
             raise ValueError(f"{path}: checkpoint holds {key} {metadata[key]!r}, expected {expected!r} (its model "
                              f"card names another model); delete both and rerun the workflow")
-    model = build_model(metadata["arch"], metadata["encoder"], classes=len(metadata["class_names"]),
-                        in_channels=int(metadata.get("in_channels", IN_CHANNELS)))
+    model = _rebuild(metadata)
     try:
         model.load_state_dict(load_file(str(path)), strict=True)
     except (RuntimeError, SafetensorError) as error:
         raise ValueError(f"{path}: weights do not fit {metadata['arch']}-{metadata['encoder']} ({error})") from error
     return model.eval(), metadata
+
+
+def save_ensemble(path: Path, ensemble: Ensemble, members: list[dict], class_names: tuple[str, ...],
+                  extra: dict | None = None) -> None:
+    """An ensemble as one checkpoint: every member's weights, and per member its arch, encoder and
+    in_channels (``members``), so that the attack job needs no other file."""
+    save_weights(path, ensemble, ENSEMBLE, "+".join(member["model"] for member in members), class_names,
+                 extra={"members": [{key: member[key] for key in ("arch", "encoder", "in_channels")}
+                                    for member in members], **(extra or {})})
+
+
+def _rebuild(metadata: dict) -> nn.Module:
+    """The untrained model a checkpoint's metadata describes (an ensemble: of its members)."""
+    classes = len(metadata["class_names"])
+    if "members" in metadata:
+        return Ensemble([build_model(member["arch"], member["encoder"], classes=classes,
+                                     in_channels=int(member["in_channels"])) for member in metadata["members"]])
+    return build_model(metadata["arch"], metadata["encoder"], classes=classes,
+                       in_channels=int(metadata.get("in_channels", IN_CHANNELS)))
 
 
 def _is_safetensors(path: Path) -> bool:

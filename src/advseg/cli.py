@@ -22,6 +22,7 @@ STEPS = {
     "checkpoint": "export the best weights and a model card with clean validation scores",
     "attack": "attack one model with one method and loss at every eps; clean vs attacked scores",
     "transfer": "replay other models' perturbations on one model",
+    "certify": "certify a smoothed model: certified Dice per radius and abstain rate on the held-out slices",
     "aggregate": "build the comparison tables and plots",
     "publish": "write a finished run's claims, size table and figures as a docs page, with its provenance",
 }

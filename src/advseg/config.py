@@ -9,7 +9,7 @@ All of it runs before any job and imports no torch.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,14 @@ from advseg import catalog, settings
 METHODS = tuple(settings.node("attack.methods")["items"]["enum"])
 # SegPGD and CosPGD weight element-wise BCE themselves: another attack loss changes nothing.
 BCE_ONLY_METHODS = ("segpgd", "cospgd")
+# SEA's losses (advseg.apgd) are APGD's: its masked and bounded objectives need its adaptive steps
+APGD_ONLY_LOSSES = ("maskedbce", "js")
+UNDEFENDED, ENSEMBLE = "none", "ensemble"
+# defenses that train a model of their own (smoothing: its base, with Gaussian noise at its sigma)
+TRAINED_DEFENSES = ("noise", "fast_at", "pgd_at", "smoothing")
+# how a defense is attacked beyond plain gradients: its adaptive attack, as a suffix of the method
+ADAPTATIONS = {"smoothing": "eot", "quantization": "bpda"}
+TRANSFER = "transfer"   # the attack label of perturbations made on a defended model's undefended twin
 VARIANT_CHOICES = {"step": ("standard", "study"), "loss_argument_order": ("standard", "study"),
                    "input": ("grey", "channels")}
 STANDARD_VARIANT = {"step": "standard", "loss_argument_order": "standard", "input": "grey"}
@@ -33,6 +41,14 @@ class ModelSpec:
     checkpoint: str | None
     encoder_weights: str | None
     in_channels: int
+    defense: str = UNDEFENDED
+    twin: str | None = None         # the undefended model a defended one is judged against
+    members: tuple[str, ...] = ()   # the ensemble's undefended models
+
+    @property
+    def trains(self) -> bool:
+        """Whether the workflow trains this model (undefended or with a training defense) from scratch."""
+        return self.checkpoint is None and self.defense in (UNDEFENDED, *TRAINED_DEFENSES)
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,14 @@ class AttackJob:
     method: str
     variant: Variant
     attack_loss: str
+    adaptation: str = "plain"   # plain, eot or bpda (ADAPTATIONS), or transfer: made on the twin with method
+
+    @property
+    def label(self) -> str:
+        """The attack's name in paths and tables: 'pgd', 'pgd+eot', 'transfer'."""
+        if self.adaptation == TRANSFER:
+            return TRANSFER
+        return self.method if self.adaptation == "plain" else f"{self.method}+{self.adaptation}"
 
 
 def validate_config(config: dict[str, Any], build_cache: Path | None = None) -> None:
@@ -99,7 +123,11 @@ def check_config(config: dict[str, Any], build_cache: Path | None = None) -> Non
     if not attack_jobs(config):
         raise ValueError("attack: no method, variant and loss combine (step 'study' needs fgsm; "
                          "segpgd and cospgd need the bce loss)")
+    for loss in attack["losses"]:
+        if not any(runs_with(method, loss) for method in methods(config)):
+            raise ValueError(f"attack.losses: {loss} is SEA's loss for apgd; add apgd to attack.methods or remove it")
     check_transfer(config)
+    check_defenses(config)
     catalog.check_buildable([(f"models[{index}]", model["arch"], model["encoder"])
                              for index, model in enumerate(config["models"])], build_cache)
 
@@ -155,13 +183,62 @@ def model_specs(config: dict[str, Any]) -> dict[str, ModelSpec]:
     return {spec.name: spec for spec in (model_spec(model, index) for index, model in enumerate(config["models"]))}
 
 
+def defended_specs(config: dict[str, Any]) -> dict[str, ModelSpec]:
+    """Every model of the ``defenses`` axis by name: the configured (undefended) ones first, which always
+    run as twins, then ``<model>+<defense>`` per defense and model, and the ensemble.
+
+    Training defenses apply to the models the workflow trains; an imported checkpoint gets the
+    inference-time ones (quantization, ensemble)."""
+    undefended = model_specs(config)
+    found = dict(undefended)
+    for defense in config["defenses"]:
+        if defense == ENSEMBLE:
+            members = tuple(config["defense"][ENSEMBLE]["models"] or undefended)
+            found[ENSEMBLE] = ModelSpec(ENSEMBLE, ENSEMBLE, "+".join(members), "defense.ensemble", None, None,
+                                        undefended[members[0]].in_channels, ENSEMBLE, None, members)
+        elif defense != UNDEFENDED:
+            for spec in undefended.values():
+                if defense not in TRAINED_DEFENSES or not spec.checkpoint:
+                    found[f"{spec.name}+{defense}"] = replace(spec, name=f"{spec.name}+{defense}", defense=defense,
+                                                              twin=spec.name)
+    return found
+
+
+def check_defenses(config: dict[str, Any]) -> None:
+    """The ensemble's members are configured models of one input kind; every defense defends some model."""
+    undefended = model_specs(config)
+    if ENSEMBLE in undefended:
+        raise ValueError(f"models[{undefended[ENSEMBLE].key.removeprefix('models[').rstrip(']')}]: the name "
+                         f"{ENSEMBLE!r} is the ensemble's (defenses); give the model another name")
+    if ENSEMBLE in config["defenses"]:
+        members = config["defense"][ENSEMBLE]["models"] or list(undefended)
+        for name in members:
+            catalog.check_choice("defense.ensemble.models", name, list(undefended))
+        if len(members) < 2:
+            raise ValueError("defense.ensemble.models: an ensemble needs at least 2 models; configure another model")
+        if len({undefended[name].in_channels for name in members}) > 1:
+            raise ValueError("defense.ensemble.models: the members take different in_channels; one input feeds them all")
+    transfer_method = config["defense"]["transfer_method"]
+    if set(config["defenses"]) - {UNDEFENDED, ENSEMBLE} and \
+            not any(runs_with(transfer_method, loss) for loss in config["attack"]["losses"]):
+        raise ValueError(f"defense.transfer_method: {transfer_method} takes none of attack.losses "
+                         f"{config['attack']['losses']}; choose apgd, or add a loss such as bce")
+    trainable = [spec for spec in undefended.values() if not spec.checkpoint]
+    for defense in config["defenses"]:
+        if defense in TRAINED_DEFENSES and not trainable:
+            raise ValueError(f"defenses: {defense} trains its model, but every configured model is an imported "
+                             "checkpoint; remove it or configure a model to train")
+
+
 def replicates(config: dict[str, Any], spec: ModelSpec) -> list[tuple[int, int]]:
     """(fold, seed) pairs a model is trained and attacked in.
 
     An imported checkpoint is trained once, elsewhere: it is scored on every fold but
-    only under the first seed, so repeated seeds do not count it twice.
+    only under the first seed, so repeated seeds do not count it twice (nor does an
+    ensemble with such a member).
     """
-    seeds = config["seeds"][:1] if spec.checkpoint else config["seeds"]
+    imported = spec.checkpoint or (spec.members and any(model_specs(config)[name].checkpoint for name in spec.members))
+    seeds = config["seeds"][:1] if imported else config["seeds"]
     return [(fold, seed) for fold in config["data"]["folds_to_run"] for seed in seeds]
 
 
@@ -174,7 +251,8 @@ def methods(config: dict[str, Any]) -> list[str]:
 def job_settings(config: dict[str, Any], job: AttackJob) -> dict[str, Any]:
     """One attack job's part of the attack section: its method, the method's settings and the
     variant (what ``advseg attack --settings`` takes)."""
-    return {"method": job.method, job.method: config["attack"][job.method], **job.variant.__dict__}
+    eot = {"eot": config["attack"]["eot"]} if job.adaptation == "eot" else {}
+    return {"method": job.method, job.method: config["attack"][job.method], **job.variant.__dict__, **eot}
 
 
 STUDY_VARIANT = Variant("study", "study", "channels")
@@ -197,11 +275,28 @@ def attack_jobs(config: dict[str, Any]) -> list[AttackJob]:
         for variant in variants(config):
             if variant.step == "study" and method != "fgsm":
                 continue
-            for loss in config["attack"]["losses"]:
-                if method in BCE_ONLY_METHODS and loss != "bce":
-                    continue
-                jobs.append(AttackJob(method, variant, loss))
+            if method == "apgd" and variant.loss_argument_order != "standard":
+                continue
+            jobs.extend(AttackJob(method, variant, loss) for loss in config["attack"]["losses"] if runs_with(method, loss))
     return jobs
+
+
+def runs_with(method: str, loss: str) -> bool:
+    """Whether ``method`` attacks with ``loss`` (BCE_ONLY_METHODS and APGD_ONLY_LOSSES)."""
+    return (method not in BCE_ONLY_METHODS or loss == "bce") and (loss not in APGD_ONLY_LOSSES or method == "apgd")
+
+
+def model_attack_jobs(config: dict[str, Any], spec: ModelSpec, jobs: list[AttackJob] | None = None) -> list[AttackJob]:
+    """The attack jobs of one model: every job of :func:`attack_jobs`; on a defense with an adaptive attack the
+    same adapted (``pgd+eot``, ``pgd+bpda``); on a defended model with a twin, the transfer from the twin with
+    ``defense.transfer_method`` and each attack loss it takes (standard variant)."""
+    jobs = attack_jobs(config) if jobs is None else jobs
+    adaptation = ADAPTATIONS.get(spec.defense)
+    adapted = [replace(job, adaptation=adaptation) for job in jobs] if adaptation else []
+    method = config["defense"]["transfer_method"]
+    transfers = [AttackJob(method, Variant(**STANDARD_VARIANT), loss, TRANSFER)
+                 for loss in config["attack"]["losses"] if runs_with(method, loss)] if spec.twin else []
+    return jobs + adapted + transfers
 
 
 def correlation_eps(config: dict[str, Any]) -> float:

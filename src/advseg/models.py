@@ -58,7 +58,10 @@ def build_model(arch: str, encoder: str, classes: int, in_channels: int = IN_CHA
 
 
 def input_channels(model: nn.Module) -> int:
-    """The channels the model's first layer takes (1 or 3)."""
+    """The channels the model's first layer takes (1 or 3); an ensemble's, its first member's."""
+    members = getattr(model, "members", None)
+    if members:
+        return input_channels(members[0])
     return int(getattr(getattr(model, "encoder", None), "_in_channels", IN_CHANNELS))
 
 

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from advseg.datasets.prepared import PreparedFold
+from advseg.defenses.training_inputs import BatchMaker
 from advseg.inference import predict_masks
 from advseg.jobs import atomic_path
 from advseg.losses import get_loss
@@ -78,11 +79,13 @@ def plan_batches(n: int, batch_size: int) -> list[slice]:
     return [slice(start, end) for start, end in zip(starts, starts[1:] + [n])]
 
 
-def resume_fingerprint(settings: TrainingSettings, data: PreparedFold, arch: str, encoder: str) -> str:
-    """What a resume state must have been trained with: settings, slices and split, model, classes."""
+def resume_fingerprint(settings: TrainingSettings, data: PreparedFold, arch: str, encoder: str,
+                       defense: dict | None = None) -> str:
+    """What a resume state must have been trained with: settings, slices and split, model, classes, and
+    the defense with its settings (``{"defense": name, "settings": ...}``; None: standard training)."""
     identity = {"settings": dataclasses.asdict(settings), "data": data.fingerprint, "arch": arch,
                 "encoder": encoder, "classes": list(data.class_names),
-                "precision": "amp" if settings.amp else "float32"}
+                "precision": "amp" if settings.amp else "float32", **({"defense": defense} if defense else {})}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -143,8 +146,12 @@ def augment(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generato
 
 
 def train_model(model: nn.Module, data: PreparedFold, settings: TrainingSettings, device: torch.device,
-                resume: ResumeFile | None = None, on_epoch: EpochCallback | None = None) -> TrainingResult:
-    """Train on ``data``'s training slices, keep the epoch best on its inner validation slices."""
+                resume: ResumeFile | None = None, on_epoch: EpochCallback | None = None,
+                make_inputs: BatchMaker | None = None) -> TrainingResult:
+    """Train on ``data``'s training slices, keep the epoch best on its inner validation slices.
+
+    ``make_inputs`` (a defense's, :mod:`advseg.defenses.training_inputs`) turns each augmented batch
+    into the inputs trained on, in float32 and from the training's generator."""
     loss_fn = get_loss(settings.loss)
     batches = plan_batches(len(data.train), settings.batch_size)
     inner_images, inner_masks = data.inner_val_slices()
@@ -175,6 +182,8 @@ def train_model(model: nn.Module, data: PreparedFold, settings: TrainingSettings
             if settings.augment:
                 images, masks = augment(images, masks, generator)
             images, masks = images.to(device), masks.to(device)
+            if make_inputs is not None:
+                images = make_inputs(model, images, masks, loss_fn, generator)
             with torch.autocast(device.type, enabled=use_amp):
                 logits = model(as_model_input(images))
             loss = loss_fn(logits.float(), masks).mean()  # pixel sums overflow float16 at 224x224

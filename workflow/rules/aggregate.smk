@@ -7,6 +7,7 @@ rule aggregate:
         cards=model_cards(),
         transfers=transfer_results(),
         examples=example_files(),
+        certificates=certificates(),
         tracking=TRACKING_FILE,
     output:
         claims=report(f"{RESULTS}/claims.md", caption="../report/claims.rst", category="Claims"),
@@ -53,7 +54,8 @@ rule aggregate:
         "../../envs/advseg.yaml"
     shell:
         "advseg aggregate --tracking {input.tracking} --attacks {input.attacks} --cards {input.cards}"
-        " --transfers {input.transfers} --examples {input.examples} --settings {params.settings:q}"
+        " --transfers {input.transfers} --examples {input.examples} --certificates {input.certificates}"
+        " --settings {params.settings:q}"
         " --training-loss {params.training_loss}"
         " --claims-md {output.claims} --summary-csv {output.summary} --replicates-csv {output.replicates}"
         " --losses-md {output.losses_md} --losses-csv {output.losses_csv} --ablation-md {output.ablation}"

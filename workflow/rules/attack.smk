@@ -1,6 +1,8 @@
 rule attack:
-    """One model x method x variant x attack loss, every eps in one process: scores per eps and per slice."""
+    """One model x method x variant x attack loss, every eps in one process: scores per eps and per slice. On a
+    defended model also its adaptive attacks (pgd+eot, pgd+bpda) and the transfer from its twin."""
     input:
+        unpack(twin_checkpoint),
         model=CHECKPOINT["model"],
         card=CHECKPOINT["card"],
         data=PREPARED_DATA,
@@ -16,6 +18,8 @@ rule attack:
         transfer_eps=TRANSFER_EPS,
         out_dir=ATTACK_DIR,
         batch_size=ATTACK["batch_size"],
+        adaptation=lambda wildcards, input: f"--adaptation {attack_job(wildcards).adaptation}"
+        + (f" --twin-model {input.twin}" if "twin" in input.keys() else ""),
     log:
         f"{RESULTS}/logs/attack/{{model}}/fold_{{fold}}/seed_{{seed}}/{{method}}/{{variant}}/{{attack_loss}}.log",
     benchmark:
@@ -29,7 +33,32 @@ rule attack:
         "advseg attack --model {input.model} --card {input.card} --data {input.data} --fold {wildcards.fold}"
         " --loss {wildcards.attack_loss} --settings {params.settings:q} --epsilons {params.epsilons}"
         " --transfer-eps {params.transfer_eps} --out-dir {params.out_dir} --tracking {input.tracking}"
-        " --batch-size {params.batch_size} --threads {threads} 2> {log}"
+        " --batch-size {params.batch_size} {params.adaptation} --threads {threads} 2> {log}"
+
+
+rule certify:
+    """Certified Dice per radius and abstain rate of one smoothed model on the held-out slices."""
+    input:
+        model=CHECKPOINT["model"],
+        card=CHECKPOINT["card"],
+        data=PREPARED_DATA,
+        tracking=TRACKING_FILE,
+    output:
+        f"{RESULTS}/certified/{{model}}/fold_{{fold}}/seed_{{seed}}/certificate.npz",
+    params:
+        batch_size=ATTACK["batch_size"],
+    log:
+        f"{RESULTS}/logs/certify/{{model}}/fold_{{fold}}/seed_{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/certify/{{model}}/fold_{{fold}}/seed_{{seed}}.tsv"
+    threads: 1
+    resources:
+        gpu=1,
+    conda:
+        "../../envs/advseg.yaml"
+    shell:
+        "advseg certify --model {input.model} --card {input.card} --data {input.data} --fold {wildcards.fold}"
+        " --tracking {input.tracking} --out {output} --batch-size {params.batch_size} --threads {threads} 2> {log}"
 
 
 rule perturbations:

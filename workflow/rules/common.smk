@@ -9,8 +9,9 @@ from snakemake.exceptions import WorkflowError
 
 from advseg.catalog import build_cache_path
 from advseg.jobs import write_file_list
-from advseg.config import (attack_jobs, correlation_eps, eps_label, job_settings, model_specs, replicates,
-                           tracking_file, tracking_uri, transfer_eps, transfer_models, validate_config)
+from advseg.config import (ENSEMBLE, TRANSFER, attack_jobs, correlation_eps, defended_specs, eps_label, job_settings,
+                           model_attack_jobs, model_specs, replicates, tracking_file, tracking_uri, transfer_eps,
+                           transfer_models, validate_config)
 
 try:
     validate_config(config, build_cache=build_cache_path())
@@ -18,9 +19,11 @@ except ValueError as error:
     raise WorkflowError(f"invalid config: {error}") from None
 
 RESULTS = config["results_dir"]
-MODELS = model_specs(config)
+MODELS = model_specs(config)                # the configured models, undefended
+ALL_MODELS = defended_specs(config)         # and every <model>+<defense> of the defenses axis, the ensemble
 ATTACK = config["attack"]
 ATTACK_JOBS = attack_jobs(config)
+MODEL_JOBS = {name: model_attack_jobs(config, spec, ATTACK_JOBS) for name, spec in ALL_MODELS.items()}
 EPS_LABELS = [eps_label(eps) for eps in ATTACK["epsilons"]]
 CORRELATION_EPS = eps_label(correlation_eps(config))
 TRANSFER_EPS = eps_label(transfer_eps(config))
@@ -46,30 +49,30 @@ def one_of(values):
 
 
 wildcard_constraints:
-    model=one_of(MODELS),
+    model=one_of(ALL_MODELS),
     fold=one_of(config["data"]["folds_to_run"]),
     seed=one_of(config["seeds"]),
-    method=one_of({job.method for job in ATTACK_JOBS}),
-    variant=one_of({job.variant.label for job in ATTACK_JOBS}),
+    method=one_of({job.label for jobs in MODEL_JOBS.values() for job in jobs}),
+    variant=one_of({job.variant.label for jobs in MODEL_JOBS.values() for job in jobs}),
     attack_loss=one_of(ATTACK["losses"]),
     eps=one_of(EPS_LABELS),
 
 
-def per_replicate(pattern, **wildcards):
+def per_replicate(pattern, models=ALL_MODELS, **wildcards):
     """``pattern`` filled in for every model x fold x seed, and every value of a list in ``wildcards``.
 
     str.format, not expand(): a large grid's aggregate job has thousands of inputs."""
     lists = {key: value if isinstance(value, list) else [value] for key, value in wildcards.items()}
     return [pattern.format(model=name, fold=fold, seed=seed, **dict(zip(lists, values)))
-            for name, spec in MODELS.items() for fold, seed in replicates(config, spec)
+            for name, spec in models.items() for fold, seed in replicates(config, spec)
             for values in product(*lists.values())]
 
 
 def per_attack(pattern, **wildcards):
-    """``pattern`` expanded for every replicate x method x variant x attack loss."""
-    return [path for job in ATTACK_JOBS
-            for path in per_replicate(pattern, method=job.method, variant=job.variant.label,
-                                      attack_loss=job.attack_loss, **wildcards)]
+    """``pattern`` expanded for every model x replicate x its attack jobs (method, variant, attack loss)."""
+    return [path for name, jobs in MODEL_JOBS.items() for job in jobs
+            for path in per_replicate(pattern, {name: ALL_MODELS[name]}, method=job.label,
+                                      variant=job.variant.label, attack_loss=job.attack_loss, **wildcards)]
 
 
 def attack_outputs(kind):
@@ -77,19 +80,32 @@ def attack_outputs(kind):
     return expand(f"{ATTACK_DIR}/eps_{{eps}}.{kind}", eps=EPS_LABELS, allow_missing=True)
 
 
+def attack_job(wildcards):
+    """The attack job a path of the attack rule names."""
+    return next(job for job in MODEL_JOBS[wildcards.model] if (job.label, job.variant.label, job.attack_loss)
+                == (wildcards.method, wildcards.variant, wildcards.attack_loss))
+
+
 def attack_settings(wildcards):
     """The method's settings and the variant, as JSON for `advseg attack --settings`."""
-    job = next(job for job in ATTACK_JOBS if (job.method, job.variant.label, job.attack_loss)
-               == (wildcards.method, wildcards.variant, wildcards.attack_loss))
-    return json.dumps(job_settings(config, job), sort_keys=True)
+    return json.dumps(job_settings(config, attack_job(wildcards)), sort_keys=True)
+
+
+def twin_checkpoint(wildcards):
+    """The undefended twin's checkpoint, for the transfer from it to its defended model."""
+    if wildcards.method != TRANSFER:
+        return {}
+    return {"twin": CHECKPOINT["model"].format(model=ALL_MODELS[wildcards.model].twin, fold=wildcards.fold,
+                                               seed=wildcards.seed)}
 
 
 def trained_or_imported(wildcards):
-    """A trained model's best epoch, or the checkpoint the config imports."""
-    spec = MODELS[wildcards.model]
+    """A trained model's best epoch, or the checkpoint the config imports (quantization: its twin's)."""
+    spec = ALL_MODELS[wildcards.model]
     if spec.checkpoint:
         return {"weights": spec.checkpoint}
-    run = f"{RESULTS}/models/{wildcards.model}/fold_{wildcards.fold}/seed_{wildcards.seed}/train"
+    trained = spec.twin if spec.defense == "quantization" else wildcards.model
+    run = f"{RESULTS}/models/{trained}/fold_{wildcards.fold}/seed_{wildcards.seed}/train"
     return {"weights": f"{run}/best.safetensors", "history": f"{run}/history.json"}
 
 
@@ -99,10 +115,16 @@ def model_options(spec):
     return options + (f" --encoder-weights {spec.encoder_weights}" if spec.encoder_weights and not spec.checkpoint else "")
 
 
+def defense_options(spec):
+    """How `advseg train` and `advseg checkpoint` are told the model's defense and its twin."""
+    chosen = json.dumps(config["defense"].get(spec.defense, {}), sort_keys=True)
+    return f"--defense {spec.defense} --defense-settings {shlex.quote(chosen)} --twin {spec.twin or spec.name}"
+
+
 def replicate_perturbations(wildcards):
     """Every transfer source's perturbations of one fold and seed (each attack job writes one)."""
     fold, seed = int(wildcards.fold), int(wildcards.seed)
-    return [f"{RESULTS}/attacks/{name}/fold_{fold}/seed_{seed}/{job.method}/{job.variant.label}/"
+    return [f"{RESULTS}/attacks/{name}/fold_{fold}/seed_{seed}/{job.label}/{job.variant.label}/"
             f"{job.attack_loss}/transfer.npz"
             for name in TRANSFER_SOURCES if (fold, seed) in replicates(config, MODELS[name]) for job in ATTACK_JOBS]
 
@@ -114,6 +136,12 @@ def attack_results(kind):
 
 def model_cards():
     return per_replicate(f"{MODEL_DIR}/model_card.json")
+
+
+def certificates():
+    """One certificate per replicate of every smoothed model."""
+    smoothed = {name: spec for name, spec in ALL_MODELS.items() if spec.defense == "smoothing"}
+    return per_replicate(f"{RESULTS}/certified/{{model}}/fold_{{fold}}/seed_{{seed}}/certificate.npz", smoothed)
 
 
 def transfer_results():

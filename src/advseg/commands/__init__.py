@@ -33,3 +33,25 @@ def add_compute_arguments(parser, batch_size: bool = True) -> None:
 
 def add_in_channels_argument(parser, help: str) -> None:
     parser.add_argument("--in-channels", type=int, default=settings.default("models.in_channels"), help=help)
+
+
+def add_defense_arguments(parser) -> None:
+    parser.add_argument("--defense", default="none", help="the model's defense (one of the config's defenses)")
+    parser.add_argument("--defense-settings", default="{}",
+                        help="the config's defense.<name> section as JSON; what it leaves out comes from the schema")
+    parser.add_argument("--twin", default=None, help="the undefended model a defended one is judged against")
+
+
+def defense_settings(args) -> dict:
+    """``--defense-settings`` filled in from the schema's defense.<name> (empty for none and the ensemble)."""
+    if args.defense in ("none", "ensemble"):
+        return {}
+    return settings.fill(f"defense.{args.defense}", args.defense_settings)
+
+
+def add_scoring_arguments(parser) -> None:
+    """What every step that scores a checkpoint on the held-out fold takes: model, data, tracking, compute."""
+    add_model_arguments(parser)
+    add_data_arguments(parser)
+    add_tracking_argument(parser)
+    add_compute_arguments(parser)

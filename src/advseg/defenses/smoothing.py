@@ -44,6 +44,7 @@ class SmoothingSettings:
     alpha: float                  # family-wise error over an image's decisions
     correction: str               # holm, or bonferroni (Clopper-Pearson bound at alpha / decisions)
     draws_per_forward: int        # noisy copies per forward pass: memory and speed only
+    radii: list[float]            # L2 radii at which certified Dice is reported (the certificate job)
 
     @classmethod
     def from_section(cls, smoothing: Mapping[str, Any] | None = None) -> "SmoothingSettings":
