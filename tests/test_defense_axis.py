@@ -13,8 +13,8 @@ import yaml
 from advseg import settings
 from advseg.checkpoints import load_model, save_ensemble
 from advseg.commands.attack import Sweep
-from advseg.config import (ENSEMBLE, TRANSFER, attack_jobs, defended_specs, model_attack_jobs, replicates,
-                           validate_config)
+from advseg.config import validate_config
+from advseg.grid import ENSEMBLE, TRANSFER, attack_jobs, defended_specs, model_attack_jobs, replicates
 from advseg.defenses.defended import attacked_model, scored_model, training_batch_maker
 from advseg.defenses.ensemble import Ensemble
 from advseg.defenses.eot import ExpectationOverTransformation

@@ -16,8 +16,8 @@ import advseg
 from advseg import settings as schema
 from advseg.apgd import APGDSettings
 from advseg.attacks import AttackSettings
-from advseg.config import (Variant, attack_jobs, correlation_eps, eps_label, job_settings, methods, model_specs,
-                           replicates, transfer_eps, variants)
+from advseg.config import correlation_eps, eps_label, transfer_eps
+from advseg.grid import Variant, attack_jobs, job_settings, methods, model_specs, replicates, variants
 from advseg.datasets import DataSettings
 from advseg.defenses.smoothing import SmoothingSettings
 from advseg.defenses.training_inputs import FastATSettings, NoiseSettings, PGDATSettings

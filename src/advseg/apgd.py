@@ -46,7 +46,7 @@ from advseg import settings as config_schema
 from advseg.attacks import StepCallback, SweepResult, image_dice, project, random_start_noise
 from advseg.defenses.eot import objective_gradient
 from advseg.inference import batch_slices
-from advseg.config import VARIANT_CHOICES
+from advseg.grid import VARIANT_CHOICES
 from advseg.losses import LOSSES
 from advseg.models import IN_CHANNELS, as_model_input
 from advseg.objectives import Objective, named_loss_objective

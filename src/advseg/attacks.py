@@ -27,8 +27,9 @@ import torch
 from torch import nn
 
 from advseg import settings as config_schema
-from advseg.config import METHODS as ALL_METHODS
-from advseg.config import VARIANT_CHOICES, Variant, check_variant
+from advseg.config import check_variant
+from advseg.grid import METHODS as ALL_METHODS
+from advseg.grid import VARIANT_CHOICES, Variant
 from advseg.defenses.eot import objective_gradient
 from advseg.inference import batch_slices
 from advseg.models import IN_CHANNELS, as_model_input

@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from advseg.config import ENSEMBLE
+from advseg.grid import ENSEMBLE
 from advseg.defenses.ensemble import Ensemble
 from advseg.jobs import atomic_path
 from advseg.models import IN_CHANNELS, build_model, input_channels

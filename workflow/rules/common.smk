@@ -9,9 +9,9 @@ from snakemake.exceptions import WorkflowError
 
 from advseg.catalog import build_cache_path
 from advseg.jobs import write_file_list
-from advseg.config import (ENSEMBLE, TRANSFER, attack_jobs, correlation_eps, defended_specs, eps_label, job_settings,
-                           model_attack_jobs, model_specs, replicates, tracking_file, tracking_uri, transfer_eps,
-                           transfer_models, validate_config)
+from advseg.config import correlation_eps, eps_label, tracking_file, tracking_uri, transfer_eps, validate_config
+from advseg.grid import (ENSEMBLE, TRANSFER, attack_jobs, defended_specs, job_settings, model_attack_jobs, model_specs,
+                         replicates, transfer_models)
 
 try:
     validate_config(config, build_cache=build_cache_path())

@@ -41,10 +41,10 @@ def run(args) -> None:
 
     from advseg import attacks, metrics, records
     from advseg.checkpoints import load_model
-    from advseg.config import APGD_ONLY_LOSSES, AttackJob
     from advseg.datasets import open_fold
     from advseg.defenses.defended import attacked_model, card_defense, scored_model
     from advseg.devices import claim_device, set_threads
+    from advseg.grid import APGD_ONLY_LOSSES, AttackJob
     from advseg.inference import predict_masks
     from advseg.jobs import read_json, write_json
     from advseg.losses import get_loss
@@ -173,7 +173,7 @@ class Sweep:
 
         from advseg import attacks
         from advseg.apgd import APGDSettings
-        from advseg.config import Variant
+        from advseg.grid import Variant
         from advseg.settings import fill
 
         section = fill("attack", text)

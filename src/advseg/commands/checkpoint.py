@@ -118,7 +118,7 @@ def run(args) -> None:
 def _ensemble(member_cards: list[Path], class_names: list[str]):
     """(ensemble, arch, encoder, save) from the members' cards, each checked against this dataset's classes."""
     from advseg.checkpoints import load_model, save_ensemble
-    from advseg.config import ENSEMBLE
+    from advseg.grid import ENSEMBLE
     from advseg.defenses.ensemble import Ensemble
     from advseg.jobs import read_json
 

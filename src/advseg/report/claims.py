@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from advseg import config, statistics
+from advseg import grid, statistics
 from advseg.metrics import relative_drop
 from advseg.report import markdown as md
 from advseg.report.comparisons import NO_DIFFERENCE, adjusted, judged, shown_interval
@@ -28,7 +28,7 @@ from advseg.report.settings import ReportSettings
 from advseg.report.size import LESS, MORE, NONE, at_eps, size_table
 from advseg.report.units import PROTOCOL_COLUMNS
 
-STUDY_VARIANT = config.STUDY_VARIANT.label
+STUDY_VARIANT = grid.STUDY_VARIANT.label
 PROTOCOLS = {"standard": ("standard", "dice"), "study": (STUDY_VARIANT, "dice_study")}
 CLAIMS = ("The models are vulnerable", "Susceptibility is unrelated to model size", "BCE beats the training loss")
 HOLDS, CONTRADICTED, PARTLY, UNDECIDED = "holds", "contradicted", "partly holds", "cannot tell"
