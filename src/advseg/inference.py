@@ -27,7 +27,8 @@ def predict_masks(model: nn.Module, images: np.ndarray | torch.Tensor, batch_siz
     model.eval()
     predictions = []
     for batch in batch_slices(len(images), batch_size):
-        inputs = torch.as_tensor(np.asarray(images[batch]) if isinstance(images, np.ndarray) else images[batch])
+        # an attack's grey inputs are a read-only broadcast view: one copy per batch, which torch can own
+        inputs = torch.as_tensor(np.ascontiguousarray(images[batch]) if isinstance(images, np.ndarray) else images[batch])
         inputs = inputs.to(device)
         logits = model(inputs if model_input else as_model_input(inputs))
         predictions.append((logits > 0).cpu().numpy())
