@@ -89,7 +89,7 @@ def test_the_report_judges_each_defense_against_its_twin(run):
     masking = sanity[sanity.check == "no gradient masking"]
     assert {f"{TWIN}+quantization", f"{TWIN}+pgd_at"} <= set(masking.model)
     claims = (directory / "results/claims.md").read_text()
-    assert "+pgd_at" not in claims, "the study's claims are about undefended models"
+    assert "+pgd_at" not in claims and "- **Models:** 1, " in claims, "the study's claims are about undefended models"
     certificate = records.read_certificate(
         directory / f"results/certified/{TWIN}+smoothing/{REPLICATE}/certificate.npz")
     assert certificate["model"] == f"{TWIN}+smoothing" and list(certificate["radii"]) == [0.0, 0.1]

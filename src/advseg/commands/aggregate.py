@@ -111,7 +111,7 @@ def analyse(loaded, certificates: list[dict], transfers: list[Path], settings) -
             "size_points": size.model_points(undefended, settings.metric, settings.correlation_eps,
                                              settings.min_clean_score),
             "size": size.size_table(undefended, settings),
-            "judgements": claims.judge_all(undefended_units, undefended, settings),
+            "judgements": claims.judge_all(undefended_units, undefended, settings), "claims_units": undefended_units,
             "robustness": robustness.robustness_table(unit_table, settings),
             "certified": robustness.certified_table(certificates, settings),
             "transfer": transfer, "sanity": sanity.sanity_checks(replicates, loaded, transfer, settings.metric)}
@@ -131,7 +131,7 @@ def write_outputs(args, results: dict, examples: dict, settings) -> list[Path]:
     write_text(comparisons.attack_losses_markdown(results["losses"], settings, unit), args.losses_md)
     write_text(comparisons.ablation_markdown(results["losses"], settings, unit), args.ablation_md)
     write_text(size.size_markdown(results["size"], settings), args.size_md)
-    write_text(claims.claims_markdown(results["judgements"], settings, results["units"], unit), args.claims_md)
+    write_text(claims.claims_markdown(results["judgements"], settings, results["claims_units"], unit), args.claims_md)
     write_text(robustness.robustness_markdown(results["robustness"], settings, unit), args.robustness_md)
     write_text(robustness.certified_markdown(results["certified"], settings, unit), args.certified_md)
     write_text(sanity.sanity_markdown(results["sanity"], settings.metric), args.sanity_md)
