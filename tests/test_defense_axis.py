@@ -98,18 +98,19 @@ def test_the_scored_and_the_attacked_model_of_each_defense():
     smoothing = {"n": 4, "n0": 2}
     assert scored_model(base, "pgd_at", {}, 0) is base
     assert isinstance(scored_model(base, "smoothing", smoothing, 0), SmoothedModel)
-    one_draw = attacked_model(base, "smoothing", smoothing, 0, "plain", 8)
-    eot = attacked_model(base, "smoothing", smoothing, 0, "eot", 8)
+    smoothed = scored_model(base, "smoothing", smoothing, 0)
+    one_draw = attacked_model(base, smoothed, "smoothing", smoothing, "plain", 8)
+    eot = attacked_model(base, smoothed, "smoothing", smoothing, "eot", 8)
     assert isinstance(one_draw, ExpectationOverTransformation) and (one_draw.draws, eot.draws) == (1, 8)
     inputs = torch.rand(2, 3, 32, 32)
     purified = scored_model(base, "quantization", {"levels": 4}, 0)
-    through = attacked_model(base, "quantization", {"levels": 4}, 0, "bpda", 8)
+    through = attacked_model(base, purified, "quantization", {"levels": 4}, "bpda", 8)
     with torch.no_grad():
         assert torch.equal(purified(inputs), through(inputs)), "BPDA changes the backward pass only"
     with pytest.raises(ValueError, match="attack 'eot' does not apply to defense 'quantization'"):
-        attacked_model(base, "quantization", {"levels": 4}, 0, "eot", 8)
+        attacked_model(base, purified, "quantization", {"levels": 4}, "eot", 8)
     with pytest.raises(ValueError, match="does not apply to defense 'none'"):
-        attacked_model(base, "none", {}, 0, "bpda", 8)
+        attacked_model(base, base, "none", {}, "bpda", 8)
 
 
 def test_smoothing_trains_its_base_with_noise_at_its_sigma():

@@ -43,10 +43,10 @@ def add_defense_arguments(parser) -> None:
 
 
 def defense_settings(args) -> dict:
-    """``--defense-settings`` filled in from the schema's defense.<name> (empty for none and the ensemble)."""
-    if args.defense in ("none", "ensemble"):
-        return {}
-    return settings.fill(f"defense.{args.defense}", args.defense_settings)
+    """``--defense`` and ``--defense-settings`` checked, the settings filled in from the schema."""
+    from advseg.defenses.defended import checked_settings
+
+    return checked_settings(args.defense, args.defense_settings)
 
 
 def add_scoring_arguments(parser) -> None:

@@ -78,7 +78,7 @@ def run(args) -> None:
     with claim_device() as device:
         scored = scored_model(model.to(device), defense, defense_settings, card["seed"])
         attacked = twin.to(device) if twin is not None else attacked_model(
-            model, defense, defense_settings, card["seed"], args.adaptation, sweep.eot_draws)
+            model, scored, defense, defense_settings, args.adaptation, sweep.eot_draws)
         results = sweep.run(attacked, images, masks, args.loss, list(epsilons.values()), card["seed"],
                             args.batch_size)
         if attacked is not scored:  # made on a view of the defense (or on the twin): score the defense itself
@@ -122,7 +122,7 @@ def run(args) -> None:
         log.info("%s %s %s %s eps=%s: dice %.4f -> %.4f (diff %.3f)", card["model"], scores["attack"],
                  variant.label, args.loss, label, scores["clean_dice"], scores["adv_dice"], scores["diff"])
     transfer_eps = epsilons[args.transfer_eps]
-    _write_transfer(args.out_dir / "transfer.npz", identity, sweep, attack_label, variant, args.loss, transfer_eps,
+    _write_transfer(args.out_dir / "transfer.npz", identity, sweep.method, attack_label, variant, args.loss, transfer_eps,
                     clean_inputs, results[transfer_eps].adv_inputs)
 
 
@@ -134,7 +134,7 @@ def _parse_eps(label: str) -> float:
     return eps
 
 
-def _write_transfer(path: Path, identity: dict, settings, label: str, variant, loss: str, eps: float, inputs,
+def _write_transfer(path: Path, identity: dict, method: str, label: str, variant, loss: str, eps: float, inputs,
                     adv_inputs) -> None:
     """The perturbation at the transfer eps: int8 signs for standard FGSM, else float16 deltas.
 
@@ -147,13 +147,13 @@ def _write_transfer(path: Path, identity: dict, settings, label: str, variant, l
     from advseg.records import write_perturbation
 
     delta = adv_inputs - inputs
-    if settings.input == "grey":
+    if variant.input == "grey":
         delta = delta[:, 0]
-    if settings.method == "fgsm" and settings.step == "standard":
+    if method == "fgsm" and variant.step == "standard":
         stored, scale = np.sign(delta).astype(np.int8), eps
     else:
         stored, scale = delta.astype(np.float16), 1.0
-    write_perturbation(path, stored, scale, settings.input,
+    write_perturbation(path, stored, scale, variant.input,
                        {"source": identity["model"], "attack": label, "attack_loss": loss,
                         "variant": variant.label, "eps": eps, "fold": identity["fold"], "seed": identity["seed"]})
 
@@ -165,7 +165,6 @@ class Sweep:
     def __init__(self, method: str, settings, variant, method_settings: dict, eot_draws: int):
         self.method, self.settings, self.variant = method, settings, variant
         self.method_settings, self.eot_draws = method_settings, eot_draws
-        self.input, self.step = variant.input, variant.step  # what _write_transfer reads
 
     @classmethod
     def from_settings(cls, text: str) -> "Sweep":

@@ -22,7 +22,6 @@ from torch import nn
 
 from advseg import catalog
 from advseg import settings as config_schema
-
 from advseg.defenses.eot import ExpectationOverTransformation
 from advseg.defenses.purification import Quantization, bpda, purified
 from advseg.defenses.smoothing import SmoothedModel, SmoothingSettings
@@ -31,17 +30,21 @@ from advseg.defenses.training_inputs import BatchMaker, training_inputs
 ADAPTATIONS_OF = {"smoothing": ("plain", "eot"), "quantization": ("plain", "bpda")}
 
 
+def checked_settings(defense: str, values: Mapping | str | None) -> dict:
+    """``defense.<defense>`` from ``values`` (a mapping or its JSON) and the schema's defaults, checked;
+    none and the ensemble have no settings. A ValueError names the key at fault."""
+    catalog.check_choice("defense", defense, config_schema.node("defenses")["items"]["enum"])
+    return {} if defense in ("none", "ensemble") else config_schema.fill(f"defense.{defense}", values)
+
+
 def card_defense(card: Mapping, path) -> tuple[str, dict]:
-    """(defense, its settings) of a model card, checked against the schema before any work; errors name
-    the card. A card written before defenses existed is an undefended model."""
+    """(defense, its settings) of a model card, checked before any work; errors name the card. A card
+    written before defenses existed is an undefended model."""
     defense = card.get("defense", "none")
     try:
-        catalog.check_choice("defense", defense, config_schema.node("defenses")["items"]["enum"])
-        chosen = {} if defense in ("none", "ensemble") else config_schema.fill(f"defense.{defense}",
-                                                                                card.get("defense_settings") or {})
+        return defense, checked_settings(defense, card.get("defense_settings"))
     except ValueError as error:
         raise ValueError(f"{path}: {error}; delete the card and its checkpoint and rerun the workflow") from None
-    return defense, chosen
 
 
 def training_batch_maker(defense: str, settings: Mapping | None) -> BatchMaker | None:
@@ -53,24 +56,25 @@ def training_batch_maker(defense: str, settings: Mapping | None) -> BatchMaker |
     return None
 
 
-def scored_model(model: nn.Module, defense: str, settings: Mapping | None, seed: int) -> nn.Module:
+def scored_model(model: nn.Module, defense: str, settings: Mapping, seed: int) -> nn.Module:
     """The defended model whose predictions are scored (clean and attacked)."""
     if defense == "smoothing":
         return SmoothedModel(model, SmoothingSettings.from_section(settings), seed)
     if defense == "quantization":
-        return purified(model, Quantization(int((settings or {})["levels"])))
+        return purified(model, Quantization(int(settings["levels"])))
     return model
 
 
-def attacked_model(model: nn.Module, defense: str, settings: Mapping | None, seed: int, adaptation: str,
+def attacked_model(model: nn.Module, scored: nn.Module, defense: str, settings: Mapping, adaptation: str,
                    eot_draws: int) -> nn.Module:
-    """The model an attack follows the gradient of: ``adaptation`` plain, eot or bpda (see the module doc)."""
+    """The model an attack follows the gradient of (see the module doc): ``scored`` itself for plain
+    gradients, except on smoothing, whose votes have none (one draw per step; ``eot``: eot_draws);
+    ``bpda``: ``model`` behind the purifier's straight-through pass."""
     allowed = ADAPTATIONS_OF.get(defense, ("plain",))
     if adaptation not in allowed:
         raise ValueError(f"attack {adaptation!r} does not apply to defense {defense!r}; it takes: {', '.join(allowed)}")
     if defense == "smoothing":
-        return ExpectationOverTransformation(scored_model(model, defense, settings, seed),
-                                             eot_draws if adaptation == "eot" else 1)
-    if defense == "quantization" and adaptation == "bpda":
-        return bpda(model, Quantization(int((settings or {})["levels"])))
-    return scored_model(model, defense, settings, seed)
+        return ExpectationOverTransformation(scored, eot_draws if adaptation == "eot" else 1)
+    if adaptation == "bpda":
+        return bpda(model, Quantization(int(settings["levels"])))
+    return scored
